@@ -1,0 +1,306 @@
+"""Throughput and peak memory of the engine against a bare PyTorch DCGAN loop.
+
+Both train the same DCGAN (the mnist-quick preset's nets, 1x28x28) from the
+same initial weights, at the same batch size, for the same number of steps,
+on the same in-memory MNIST, in one process. Runs alternate (bare, engine,
+bare, engine, ...) so that a change in machine load hits both alike.
+
+The engine run is one whole `train()` call with the preset's settings: EMA of
+G, logging (with gradient norms) every `log_every` steps, and the final
+preview and checkpoint that every run writes. Only the periodic previews and
+checkpoints are pushed past the end of the run. The bare loop is the
+standard PyTorch DCGAN step: Adam, non-saturating loss, one G(z) per step
+shared by the D and G steps.
+
+Prints figures only; it asserts nothing about time.
+
+    PYTHONPATH=. python bench/engine_throughput.py --steps 200 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from multigan.config import DEVICES, NetConfig, RunConfig
+from multigan.data.mnist import load_mnist
+from multigan.engine.trainer import pick_device, train
+from multigan.modalities.image import ImageModality
+from multigan.nets import dcgan
+from multigan.presets import mnist_quick
+
+SHAPE = (1, 28, 28)
+NEVER = 10**9  # an interval no run reaches
+
+
+# The two loops ------------------------------------------------------------
+def fresh_nets(cfg: NetConfig, seed: int) -> tuple[nn.Module, nn.Module]:
+    """G and D with the same initial weights on every call."""
+    torch.manual_seed(seed)
+    return dcgan.build(cfg, SHAPE)
+
+
+def bare_loop(G: nn.Module, D: nn.Module, images: Tensor, steps: int, batch_size: int, seed: int) -> None:
+    """The standard PyTorch DCGAN loop. images: [N, 1, 28, 28] uint8, on the training device."""
+    device = images.device
+    G, D = G.to(device), D.to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    torch.manual_seed(seed)
+    per_epoch = len(images) // batch_size
+    for step in range(steps):
+        k = step % per_epoch
+        if k == 0:
+            perm = torch.randperm(len(images), device=device)
+        real = images[perm[k * batch_size:(k + 1) * batch_size]].float().div_(127.5).sub_(1.0)  # [B, 1, 28, 28]
+        fake = G(torch.randn(batch_size, G.z_dim, device=device))
+        # D: -log D(x) - log(1 - D(G(z)))
+        D.requires_grad_(True)
+        opt_D.zero_grad(set_to_none=True)
+        loss_D = F.softplus(-D(real)).mean() + F.softplus(D(fake.detach())).mean()
+        loss_D.backward()
+        opt_D.step()
+        # G: -log D(G(z)). D's weight gradients would be thrown away, so skip them (the engine does too).
+        D.requires_grad_(False)
+        opt_G.zero_grad(set_to_none=True)
+        loss_G = F.softplus(-D(fake)).mean()
+        loss_G.backward()
+        opt_G.step()
+
+
+def engine_config(steps: int, batch_size: int, device: str) -> RunConfig:
+    """The mnist-quick settings, with periodic previews and checkpoints past the end of the run."""
+    cfg = mnist_quick()
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, steps=steps, batch_size=batch_size, device=device,
+        preview_every=NEVER, checkpoint_every=NEVER,  # log_every stays at the preset's value
+    ))
+
+
+def engine_run(cfg: RunConfig, dataset) -> None:
+    G, D = fresh_nets(cfg.model, cfg.train.seed)
+    with tempfile.TemporaryDirectory(prefix="multigan-bench-") as run_dir:
+        train(cfg, ImageModality(*SHAPE), G, D, dataset, run_dir, progress=False)
+
+
+# Measuring ----------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS so each run's RSS baseline starts alike."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc).malloc_trim(0)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return None
+
+
+class PeakRSS:
+    """Peak resident memory of this process during a `with` block, in bytes.
+
+    Linux keeps the exact high-water mark (VmHWM), which writing 5 to
+    /proc/self/clear_refs resets; where that is refused, a thread samples
+    the RSS every `interval` seconds.
+    """
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.peak: int | None = None
+
+    @staticmethod
+    def _reset_hwm() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _hwm() -> int:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024  # "VmHWM:  123456 kB"
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak = max(self.peak, _rss_bytes() or 0)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = _rss_bytes()
+        self._use_hwm = self._reset_hwm()
+        self._done = threading.Event()
+        self._thread = None
+        if not self._use_hwm and self.peak is not None:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._use_hwm:
+            self.peak = self._hwm()
+        elif self._thread is not None:
+            self._done.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes() or 0)
+
+
+def measure(run: Callable[[], None], device: torch.device) -> tuple[float, float | None]:
+    """(seconds, peak memory increase in bytes) of one call of `run`."""
+    _release_freed_memory()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        return seconds, torch.cuda.max_memory_allocated(device) - before
+    before = _rss_bytes()
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - t0
+    peak = None if before is None or rss.peak is None else rss.peak - before
+    return seconds, peak
+
+
+def memory_method(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated above the allocation before the run"
+    if device.type == "mps":
+        return "process RSS (MPS allocations are not counted)"
+    method = "kernel high-water mark" if PeakRSS._reset_hwm() else "sampled every 2 ms"
+    return f"peak RSS above the RSS before the run ({method})"
+
+
+# Main ---------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Images per second and peak memory of multigan's train() against a bare PyTorch "
+                    "DCGAN loop: same nets (mnist-quick preset), same initial weights, same batch size, "
+                    "same steps, same in-memory MNIST, alternating runs in one process.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--steps", type=int, default=200, help="timed training steps per run")
+    p.add_argument("--batch-size", type=int, default=64, help="images per step")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of (bare run, engine run); figures are medians over rounds")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps each loop runs before every timed run")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="training device")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch.set_num_threads (None keeps torch's choice)")
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "rounds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup < 1:
+        p.error("--warmup must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    return args
+
+
+def load_digits():
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return load_mnist(shared if shared.is_dir() else None)
+
+
+def _mib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:+.1f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # train() turns it on; the bare loop gets it too
+
+    dataset = load_digits()
+    images = dataset.images.to(device)  # the bare loop indexes the digits where it trains
+    cfg = engine_config(args.steps, args.batch_size, device.type)
+    warm_cfg = engine_config(args.warmup, args.batch_size, device.type)
+    seed = cfg.train.seed
+
+    def bare() -> None:
+        bare_loop(*fresh_nets(cfg.model, seed), images, args.steps, args.batch_size, seed)
+
+    def bare_warmup() -> None:
+        bare_loop(*fresh_nets(cfg.model, seed), images, args.warmup, args.batch_size, seed)
+
+    loops = {
+        "bare": (bare_warmup, bare),
+        "engine": (lambda: engine_run(warm_cfg, dataset), lambda: engine_run(cfg, dataset)),
+    }
+
+    n_img = args.steps * args.batch_size
+    print(f"DCGAN ({cfg.name} nets: z {cfg.model.z_dim}, widths G {cfg.model.g_width} D {cfg.model.d_width}) "
+          f"on {len(dataset):,} MNIST digits {'x'.join(map(str, SHAPE))}")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+          f"{args.steps} timed steps after {args.warmup} warm-up steps, {args.rounds} rounds")
+    print(f"engine: log every {cfg.train.log_every} steps, EMA {cfg.train.ema_decay}, final preview "
+          f"({cfg.train.n_preview} images) and checkpoint included")
+    print(f"peak memory: {memory_method(device)}")
+    print()
+    print(f"{'round':>5}  {'loop':<6}  {'seconds':>8}  {'img/s':>7}  {'ms/step':>7}  {'peak MiB':>8}  {'engine/bare':>11}")
+
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    peaks: dict[str, list[float]] = {name: [] for name in loops}
+    for r in range(1, args.rounds + 1):
+        for name, (warmup, timed) in loops.items():
+            warmup()
+            seconds, peak = measure(timed, device)
+            rates[name].append(n_img / seconds)
+            if peak is not None:
+                peaks[name].append(peak)
+            ratio = f"{rates['engine'][-1] / rates['bare'][-1]:.3f}" if name == "engine" else ""
+            print(f"{r:>5}  {name:<6}  {seconds:>8.2f}  {n_img / seconds:>7.0f}  {1e3 * seconds / args.steps:>7.1f}  "
+                  f"{_mib(peak):>8}  {ratio:>11}", flush=True)
+
+    print()
+    print(f"median over {args.rounds} round(s)")
+    for name in loops:
+        rate = statistics.median(rates[name])
+        peak = statistics.median(peaks[name]) if peaks[name] else None
+        print(f"  {name:<6}  {rate:>7.0f} img/s  {1e3 * args.batch_size / rate:>6.1f} ms/step  peak {_mib(peak)} MiB")
+    ratio = statistics.median(rates["engine"]) / statistics.median(rates["bare"])
+    per_round = statistics.median([e / b for e, b in zip(rates["engine"], rates["bare"])])
+    print(f"  engine/bare  {ratio:.3f} (median of per-round ratios {per_round:.3f}; target >= 0.97)")
+
+
+if __name__ == "__main__":
+    main()

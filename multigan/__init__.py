@@ -1,0 +1,1 @@
+"""multigan: GANs on images and sounds with one adversarial engine."""

@@ -1,0 +1,5 @@
+import sys
+
+from multigan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Where names in the settings become objects: the library's one registry.
+
+The command line and the recipes call these functions; the engine below them
+only ever receives objects.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from multigan.config import DataConfig, NetConfig, RunConfig
+from multigan.errors import CheckpointError, ConfigError
+from multigan.modalities.base import Modality
+from multigan.modalities.image import ImageModality
+from multigan.nets import dcgan
+
+
+def _image_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
+    if cfg.source == "mnist":
+        from multigan.data.mnist import load_mnist
+
+        if (cfg.channels, cfg.height, cfg.width) != (1, 28, 28):
+            raise ConfigError("MNIST digits are 1x28x28: set data.channels=1, data.height=28, data.width=28, or use data.source=folder")
+        dataset = load_mnist(cfg.root)
+    elif cfg.source == "folder":
+        from multigan.data.image_folder import load_image_folder
+
+        if not cfg.root:
+            raise ConfigError("data.source=folder needs data.root, the folder of images (--data-root)")
+        dataset = load_image_folder(cfg.root, channels=cfg.channels, height=cfg.height, width=cfg.width)
+    else:
+        raise ConfigError(f"unknown image source {cfg.source!r}; known: mnist, folder")
+    return dataset, ImageModality(cfg.channels, cfg.height, cfg.width)
+
+
+# name -> loader of (dataset, adapter) from the data settings
+DATA: dict[str, Callable[[DataConfig], tuple[torch.utils.data.Dataset, Modality]]] = {
+    "image": _image_data,
+}
+# name -> adapter class, rebuilt from the state a checkpoint holds
+MODALITIES: dict[str, Any] = {
+    "image": ImageModality,
+}
+# name -> builder of (G, D) for a sample shape
+NETS: dict[str, Callable[[NetConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]] = {
+    "dcgan": dcgan.build,
+}
+
+
+def _lookup(table: dict[str, Any], name: str, what: str):
+    try:
+        return table[name]
+    except KeyError:
+        raise ConfigError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))}") from None
+
+
+def load_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
+    """The dataset and the adapter that the data settings name."""
+    return _lookup(DATA, cfg.modality, "modality")(cfg)
+
+
+def build_nets(cfg: NetConfig, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    return _lookup(NETS, cfg.family, "network family")(cfg, tuple(shape))
+
+
+def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Load the data, build the networks and train; returns the last checkpoint."""
+    from multigan.engine.trainer import train
+
+    dataset, modality = load_data(cfg.data)
+    G, D = build_nets(cfg.model, modality.shape)
+    return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress)
+
+
+@dataclass
+class Restored:
+    """What generation needs, rebuilt from a checkpoint alone."""
+
+    config: RunConfig
+    modality: Modality
+    G: nn.Module  # the EMA generator, in eval mode
+    step: int
+    path: Path
+
+
+def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
+    """Rebuild the adapter and the EMA generator from a checkpoint, without any dataset."""
+    from multigan.engine.checkpoint import latest_checkpoint, load_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path)
+    state = load_checkpoint(path)
+    try:
+        cfg = RunConfig.from_json(state["config"])
+        modality = _lookup(MODALITIES, state["modality"]["name"], "modality").from_state(state["modality"]["state"])
+        G, _ = build_nets(cfg.model, modality.shape)
+        G.load_state_dict(state["G_ema"])
+    except (KeyError, RuntimeError, ConfigError) as e:
+        raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
+    return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path)

@@ -1,0 +1,253 @@
+"""Every setting of a run, as frozen dataclasses with a JSON round trip.
+
+The resolved `RunConfig` is printed at the start of a run and written into
+every checkpoint, so a checkpoint alone is enough to rebuild the networks and
+the modality adapter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multigan.errors import ConfigError
+
+LOSS_KINDS = ("minimax", "nonsaturating", "wasserstein", "lsgan", "hinge")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+D_NORMS = ("batch", "layer", "none")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Keys of `LossConfig.weights`; they are also the keys of the JSONL log.
+LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to train on. `modality` and `source` are names the library's registry resolves."""
+
+    modality: str = "image"
+    source: str = "mnist"  # "mnist" or "folder"
+    root: str | None = None  # dataset folder; None lets MNIST resolve on its own
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+    num_workers: int = 0
+
+    def __post_init__(self):
+        _check(self.channels in (1, 3), f"data.channels must be 1 or 3, got {self.channels}")
+        _check(self.height >= 4 and self.width >= 4, f"data.height and data.width must be >= 4, got {self.height}x{self.width}")
+        _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Generator and discriminator architecture."""
+
+    family: str = "dcgan"
+    z_dim: int = 100
+    g_width: int = 64  # channels of G's last hidden layer; doubles at each coarser scale
+    d_width: int = 64  # channels of D's first layer; doubles at each coarser scale
+    max_width: int = 512
+    d_norm: str = "batch"
+    spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
+
+    def __post_init__(self):
+        _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
+        _check(min(self.g_width, self.d_width, self.max_width) >= 1, "model widths must be >= 1")
+        _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Adversarial loss and the weight of each term (the keys are also log keys)."""
+
+    kind: str = "nonsaturating"
+    weights: dict[str, float] = field(default_factory=lambda: {"d_adv": 1.0, "g_adv": 1.0, "gp": 0.0, "r1": 0.0})
+
+    def __post_init__(self):
+        _check(self.kind in LOSS_KINDS, f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
+        unknown = set(self.weights) - set(LOSS_TERMS)
+        _check(not unknown, f"loss.weights has unknown terms {sorted(unknown)}; known: {LOSS_TERMS}")
+        _check(all(float(w) >= 0 for w in self.weights.values()), "loss.weights must be >= 0")
+        # Fill missing terms so every consumer sees all keys.
+        object.__setattr__(self, "weights", {k: float(self.weights.get(k, 1.0 if k in ("d_adv", "g_adv") else 0.0)) for k in LOSS_TERMS})
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisers of G and D (the same kind for both, separate learning rates)."""
+
+    name: str = "adam"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam
+    momentum: float = 0.0  # SGD and RMSprop
+    weight_decay: float = 0.0  # L2 term added to the gradient
+
+    def __post_init__(self):
+        _check(self.name in OPTIMIZERS, f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
+        _check(self.lr_g > 0 and self.lr_d > 0, f"learning rates must be > 0, got lr_g={self.lr_g} lr_d={self.lr_d}")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        _check(self.momentum >= 0 and self.weight_decay >= 0, "optim.momentum and optim.weight_decay must be >= 0")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop: how long, how often to do maintenance, where, how reproducibly."""
+
+    steps: int = 2000  # generator steps
+    batch_size: int = 64
+    n_critic: int = 1  # discriminator steps per generator step
+    ema_decay: float = 0.999  # EMA of G's weights; 0 disables averaging
+    ema_rampup: int = 100  # steps over which the EMA decay ramps up (pure function of step)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False  # mixed precision, used on CUDA only
+    log_every: int = 10
+    preview_every: int = 200
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    n_preview: int = 64
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "n_critic", "log_every", "preview_every", "checkpoint_every", "keep_checkpoints", "n_preview"):
+            _check(int(getattr(self, name)) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(self.ema_rampup >= 0, f"train.ema_rampup must be >= 0, got {self.ema_rampup}")
+        _check(self.device in DEVICES, f"train.device must be one of {DEVICES}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: everything needed to rebuild it."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: NetConfig = field(default_factory=NetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        penalty = self.loss.weights["gp"] > 0
+        _check(not (penalty and self.model.d_norm == "batch"),
+               "the WGAN-GP gradient penalty is per example, which batch norm in D breaks: set model.d_norm to 'layer' or 'none'")
+
+    # JSON round trip ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, data, "")
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"settings are not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"settings file not found: {path}")
+        return cls.from_json(path.read_text())
+
+    def override(self, dotted: str, value: Any) -> RunConfig:
+        """A copy with one setting changed, e.g. `override("train.steps", 100)`."""
+        section, _, key = dotted.partition(".")
+        if not key:
+            return _replace(self, section, value, "")
+        sub = getattr(self, section, None) if section in _field_names(RunConfig) else None
+        return dataclasses.replace(self, **{section: _replace(sub, key, value, section + ".")})
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _replace(obj, key: str, value: Any, prefix: str):
+    if obj is None or not dataclasses.is_dataclass(obj) or key not in _field_names(type(obj)):
+        raise ConfigError(f"unknown setting {prefix + key!r}")
+    hints = typing.get_type_hints(type(obj))
+    return dataclasses.replace(obj, **{key: _coerce(hints[key], value, prefix + key)})
+
+
+def _from_dict(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'settings'} must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = _field_names(cls)
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(prefix + k for k in unknown)}")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp, value: Any, name: str):
+    """Turn a JSON value (or a command-line string) into the annotated type."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, name + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        return _coerce(next(a for a in args if a is not type(None)), value, name)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split()]
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{name} must be {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, name) for a, v in zip(args, value))
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{name} must be a JSON object, got {value!r}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be an object, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, name) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        try:
+            number = tp(value) if tp is float else int(str(value), 10) if isinstance(value, str) else value
+        except ValueError:
+            raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
+        if tp is int and (not isinstance(number, int) or isinstance(number, float)):
+            if isinstance(number, float) and number.is_integer():
+                return int(number)
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return number
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,166 @@
+"""A folder of image files, loaded into memory at one fixed size."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from multigan.data.tensors import ImageTensorDataset
+from multigan.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# Modes holding more than 8 bits of grey; PIL's convert("L") clips them at 255
+# instead of scaling, which turns most 16-bit images white.
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def find_image_files(root: str | os.PathLike) -> list[Path]:
+    """Image files under `root`, recursively, in a deterministic (sorted) order.
+
+    Matches `IMAGE_EXTENSIONS` in any letter case; hidden files and folders
+    (name starting with ".") are left out.
+    """
+    root = Path(root)
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(Path(folder, name))
+    return sorted(files, key=lambda p: p.relative_to(root).parts)
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    *,
+    channels: int,
+    height: int,
+    width: int,
+    progress: bool = True,
+) -> ImageTensorDataset:
+    """Every image under `root` as uint8 [N, channels, height, width], in memory.
+
+    Each image is converted to grey (channels=1) or RGB (channels=3), with
+    transparent pixels composited on black and 16-bit grey scaled to 8 bits;
+    then resized so that it covers height x width, keeping its aspect ratio,
+    and centre-cropped. Files that cannot be decoded (corrupt, truncated, not
+    an image) are skipped with a warning.
+
+    If every image sits in a sub-folder, `labels` holds the index of its
+    top-level sub-folder in the sorted `class_names`; otherwise both are None.
+    """
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 or 3, got {channels!r}")
+    for name, size in (("height", height), ("width", width)):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {size!r}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    files = find_image_files(root)
+    if not files:
+        raise DataError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+
+    mode = "L" if channels == 1 else "RGB"
+    images = torch.empty((len(files), channels, height, width), dtype=torch.uint8)
+    kept: list[Path] = []
+    skipped: list[Path] = []
+    truncated_setting = ImageFile.LOAD_TRUNCATED_IMAGES
+    # Another library may have switched this on; a truncated file must be
+    # rejected, not padded with grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with logging_redirect_tqdm():
+            for path in tqdm(files, desc=f"loading {root.name or root}", unit="img", disable=not progress):
+                try:
+                    pixels = _read_image(path, mode, height, width)  # [H, W, C] uint8
+                except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
+                    log.warning("skipping %s: %s", path, str(e) or type(e).__name__)
+                    skipped.append(path)
+                    continue
+                images[len(kept)] = torch.from_numpy(pixels).permute(2, 0, 1)
+                kept.append(path)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_setting
+
+    if not kept:
+        raise DataError(f"none of the {len(files)} image files under {root} could be read")
+    if skipped:
+        log.warning(
+            "skipped %d of %d image files under %s that could not be read: %s",
+            len(skipped),
+            len(files),
+            root,
+            ", ".join(p.relative_to(root).as_posix() for p in skipped),
+        )
+        images = images[: len(kept)].clone()  # release the rows reserved for skipped files
+    labels, class_names = _folder_labels(root, kept)
+    dataset = ImageTensorDataset(images, labels)
+    dataset.class_names = class_names
+    log.info(
+        "image folder: %s images from %s at %dx%dx%d%s",
+        f"{len(kept):,}",
+        root,
+        channels,
+        height,
+        width,
+        f", {len(class_names)} classes" if class_names else "",
+    )
+    return dataset
+
+
+def _read_image(path: Path, mode: str, height: int, width: int) -> np.ndarray:
+    """Decode, convert and resize one file to [height, width, C] uint8."""
+    with Image.open(path) as im:
+        im.load()  # decode now, so that a corrupt or truncated file fails here
+        im = ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF
+        im = _convert(im, mode)
+    im = _cover_and_centre_crop(im, width, height)
+    pixels = np.array(im, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _convert(im: Image.Image, mode: str) -> Image.Image:
+    if im.mode in _WIDE_GREY_MODES:
+        # 16-bit range 0..65535 -> 0..255 ("I" is how PIL opens most 16-bit grey files).
+        grey = np.asarray(im, dtype=np.float64) / 257.0
+        im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+    elif im.mode in _ALPHA_MODES or "transparency" in im.info:
+        # Transparent pixels become black, the background of MNIST-like data.
+        im = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im)
+    return im.convert(mode) if im.mode != mode else im
+
+
+def _cover_and_centre_crop(im: Image.Image, width: int, height: int) -> Image.Image:
+    """Resample the largest centred box with the target's aspect ratio to width x height."""
+    w, h = im.size
+    if (w, h) == (width, height):
+        return im
+    if w * height > h * width:  # wider than the target: trim left and right
+        box_w = h * width / height
+        box = ((w - box_w) / 2, 0.0, (w + box_w) / 2, float(h))
+    else:  # taller: trim top and bottom
+        box_h = w * height / width
+        box = (0.0, (h - box_h) / 2, float(w), (h + box_h) / 2)
+    # reducing_gap: shrink large photos by an integer factor first; same result, much faster.
+    return im.resize((width, height), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+
+
+def _folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor | None, list[str] | None]:
+    parts = [p.relative_to(root).parts for p in files]
+    if any(len(rel) < 2 for rel in parts):  # some image sits directly in root: no classes
+        return None, None
+    class_names = sorted({rel[0] for rel in parts})
+    index = {name: i for i, name in enumerate(class_names)}
+    return torch.tensor([index[rel[0]] for rel in parts], dtype=torch.int64), class_names

@@ -1,0 +1,164 @@
+"""The only code that reads or writes files of weights.
+
+A checkpoint is a dict of tensors and plain values, loadable with
+`torch.load(..., weights_only=True)`:
+
+    format, version, step, config (JSON text), modality {name, state},
+    G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D, rng
+
+Files are written atomically (temporary file in the same folder, fsync,
+rename), so a run killed at any moment leaves either the old file or the new
+one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from multigan.errors import CheckpointError
+
+FORMAT = "multigan-checkpoint"
+VERSION = 1
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:07d}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write `state` (plus format tags) to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (no unpickling of arbitrary objects)."""
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable multigan checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a multigan checkpoint")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} was written by a newer multigan (format version {state['version']})")
+    return state
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """Step checkpoints in `folder`, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path:
+    """The newest checkpoint in a run folder or its `checkpoints/` folder."""
+    folder = Path(folder)
+    for candidate in (folder / "checkpoints", folder):
+        if (candidate / "latest.pt").is_file():
+            return candidate / "latest.pt"
+        found = list_checkpoints(candidate)
+        if found:
+            return found[-1]
+    raise CheckpointError(f"no checkpoint found in {folder}")
+
+
+def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` step checkpoints; returns what was deleted."""
+    found = list_checkpoints(folder)
+    doomed = found[:-keep] if keep > 0 else found
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
+
+
+def update_latest(folder: str | os.PathLike, target: Path) -> Path:
+    """Point `latest.pt` at `target` (a hard link where possible, else a copy), atomically."""
+    folder = Path(folder)
+    latest = folder / "latest.pt"
+    tmp = folder / ".latest.pt.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(target, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(target, tmp)
+    os.replace(tmp, latest)
+    return latest
+
+
+# RNG state ---------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state, as tensors and plain values (weights_only-safe)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _to_plain(random.getstate()),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_plain(x):
+    return [_to_plain(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x

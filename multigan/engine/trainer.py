@@ -1,0 +1,352 @@
+"""The adversarial training loop. It knows nothing about the kind of data.
+
+One `train()` runs a list of phases (n_critic discriminator steps, then one
+generator step) through one executor. The modality adapter turns data
+batches into model-space tensors and model-space tensors into previews; the
+loss object owns the adversarial maths. Maintenance (log, preview,
+checkpoint) happens behind one "every N steps" check per step.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from multigan.config import RunConfig
+from multigan.engine import checkpoint as ckpt
+from multigan.engine.losses import LOSSES, AdversarialLoss
+from multigan.engine.optim import ema_beta, ema_update, make_optimizer
+from multigan.engine.penalties import gradient_penalty, r1_penalty
+from multigan.errors import CheckpointError, ConfigError
+from multigan.modalities.base import Modality
+
+log = logging.getLogger("multigan")
+
+
+# Devices and data ---------------------------------------------------------
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' takes cuda, then mps, then cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but CUDA is not available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but MPS is not available")
+    return torch.device(name)
+
+
+class IndexStream(torch.utils.data.Sampler):
+    """Endless batches of dataset indices, reshuffled every epoch.
+
+    Batch k is a pure function of (seed, k), so a resumed run starts at batch
+    `start` and sees exactly the batches the uninterrupted run would have.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int = 0):
+        self.n, self.batch_size, self.seed, self.start = n_items, min(batch_size, n_items), seed, start
+        self.per_epoch = n_items // self.batch_size  # drop the incomplete last batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        epoch, perm = -1, None
+        while True:
+            e, pos = divmod(k, self.per_epoch)
+            if e != epoch:
+                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + e))
+            yield perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+            k += 1
+
+
+def _collate(items):
+    # Datasets with `__getitems__` hand over a ready batch.
+    return items if isinstance(items, Tensor) else torch.utils.data.default_collate(items)
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+# Phases -------------------------------------------------------------------
+@dataclass
+class Phase:
+    """One network's optimisation step, run `repeats` times per training step.
+
+    `terms` computes the named, unweighted loss terms; the weighted sum is
+    what the executor back-propagates.
+    """
+
+    name: str
+    module: nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    repeats: int
+    terms: Callable[[int], dict[str, Tensor]]  # repeat index -> terms
+
+
+def _grad_norm(module: nn.Module) -> Tensor:
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
+# The loop -----------------------------------------------------------------
+def train(
+    cfg: RunConfig,
+    modality: Modality,
+    G: nn.Module,
+    D: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    run_dir: str | Path,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train G against D on `dataset`; returns the path of the last checkpoint.
+
+    G must have a `z_dim` attribute and map z [B, z_dim] to [B, *modality.shape];
+    D maps [B, *modality.shape] to one raw score per example.
+    """
+    tc = cfg.train
+    run_dir = Path(run_dir)
+    ckpt_dir, preview_dir = run_dir / "checkpoints", run_dir / "previews"
+    for folder in (run_dir, ckpt_dir, preview_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    device = pick_device(tc.device)
+    amp = tc.amp and device.type == "cuda"
+    if tc.amp and not amp:
+        log.warning("mixed precision is used on CUDA only; training in float32 on %s", device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+
+    G, D = G.to(device), D.to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_G = make_optimizer(G.parameters(), cfg.optim, cfg.optim.lr_g)
+    opt_D = make_optimizer(D.parameters(), cfg.optim, cfg.optim.lr_d)
+    scaler_G = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler_D = torch.amp.GradScaler(device.type, enabled=amp)
+    loss: AdversarialLoss = LOSSES[cfg.loss.kind]()
+    weights = cfg.loss.weights
+    noise = torch.Generator(device=device).manual_seed(tc.seed)  # z and penalty coefficients
+    fixed_z = torch.randn(tc.n_preview, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 1)).to(device)
+
+    step = 0
+    if resume is None and ckpt.list_checkpoints(ckpt_dir):
+        raise ConfigError(f"{run_dir} already holds checkpoints: resume from them, or train into another folder")
+    if resume is not None:
+        state = ckpt.load_checkpoint(resume, map_location=device)
+        saved = RunConfig.from_json(state["config"])
+        if saved.model != cfg.model or tuple(state["modality"]["shape"]) != tuple(modality.shape):
+            raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        opt_G.load_state_dict(state["opt_G"])
+        opt_D.load_state_dict(state["opt_D"])
+        scaler_G.load_state_dict(state["scaler_G"])
+        scaler_D.load_state_dict(state["scaler_D"])
+        ckpt.set_rng_state(state["rng"])
+        noise.set_state(state["noise"].cpu())
+        step = int(state["step"])
+        log.info("resumed from %s at step %d", resume, step)
+
+    (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    log.info("settings:\n%s", cfg.to_json())
+    if step >= tc.steps:
+        log.info("nothing to do: the run is already at step %d of %d", step, tc.steps)
+        return ckpt.latest_checkpoint(ckpt_dir)
+
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=IndexStream(len(dataset), tc.batch_size, tc.seed, start=step * tc.n_critic),
+        num_workers=cfg.data.num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(tc.seed),  # keeps the global RNG untouched
+    )
+    batches = iter(loader)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.float16)) if amp else contextlib.nullcontext
+    sums: dict[str, Tensor] = {}
+    cache: dict[str, Tensor] = {}  # the last D step's fake batch, reused by the G step when n_critic == 1
+
+    def z(n: int) -> Tensor:
+        return torch.randn(n, G.z_dim, device=device, generator=noise)
+
+    def d_terms(last: bool) -> dict[str, Tensor]:
+        real = modality.encode(_to_device(next(batches), device))  # [B, *shape] in [-1, 1]
+        if weights["r1"] > 0:
+            real.requires_grad_(True)
+        if last:  # keep G's graph so the G step can reuse this fake batch
+            cache["fake"] = fake = G(z(real.shape[0]))
+        else:
+            with torch.no_grad():
+                fake = G(z(real.shape[0]))
+        out_real, out_fake = D(real), D(fake.detach())
+        terms = {"d_adv": loss.d_loss(out_real, out_fake)}
+        if weights["gp"] > 0:
+            with torch.autocast(device.type, enabled=False):
+                terms["gp"] = gradient_penalty(D, real.float(), fake.float(), generator=noise)
+        if weights["r1"] > 0:
+            with torch.autocast(device.type, enabled=False):
+                terms["r1"] = r1_penalty(out_real.float(), real)
+        sums["d_real"] = sums.get("d_real", 0) + loss.score(out_real)
+        sums["d_fake"] = sums.get("d_fake", 0) + loss.score(out_fake)
+        return terms
+
+    def g_terms(_: int) -> dict[str, Tensor]:
+        fake = cache.pop("fake", None)
+        if fake is None:
+            fake = G(z(tc.batch_size))
+        return {"g_adv": loss.g_loss(D(fake))}
+
+    phases = [
+        Phase("D", D, opt_D, scaler_D, tc.n_critic, lambda r: d_terms(last=tc.n_critic == 1)),
+        Phase("G", G, opt_G, scaler_G, 1, g_terms),
+    ]
+
+    def run_phase(phase: Phase, want_norm: bool) -> None:
+        D.requires_grad_(phase.module is D)  # G keeps its graph for the reused fake batch
+        for r in range(phase.repeats):
+            phase.opt.zero_grad(set_to_none=True)
+            with autocast():
+                terms = phase.terms(r)
+                total = sum(weights[k] * v for k, v in terms.items())
+            phase.scaler.scale(total).backward()
+            if want_norm and r == phase.repeats - 1:
+                phase.scaler.unscale_(phase.opt)
+                sums[f"grad_norm_{phase.name}"] = _grad_norm(phase.module)
+            phase.scaler.step(phase.opt)
+            phase.scaler.update()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            sums[f"{phase.name}_total"] = sums.get(f"{phase.name}_total", 0) + total.detach().float()
+
+    def checkpoint() -> Path:
+        state = {
+            "step": step,
+            "config": cfg.to_json(indent=None),
+            "modality": {"name": modality.name, "shape": list(modality.shape), "state": modality.state_dict()},
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            "scaler_G": scaler_G.state_dict(), "scaler_D": scaler_D.state_dict(),
+            "rng": ckpt.rng_state(), "noise": noise.get_state(),
+        }
+        path = ckpt.save_checkpoint(state, ckpt_dir / ckpt.checkpoint_name(step))
+        ckpt.update_latest(ckpt_dir, path)
+        ckpt.prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
+        return path
+
+    def preview() -> None:
+        with torch.no_grad():
+            x = torch.cat([G_ema(fixed_z[i:i + tc.batch_size]) for i in range(0, len(fixed_z), tc.batch_size)])
+        modality.preview(x.float().cpu(), preview_dir / f"step-{step:07d}.png")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    log_file = open(run_dir / "log.jsonl", "a")
+    t_log, images_since, steps_since = time.perf_counter(), 0, 0
+    last_path: Path | None = None
+    G.train(), D.train()
+    stop = _StopFlag()
+    try:
+        while step < tc.steps and not stop.raised:
+            log_now = (step + 1) % tc.log_every == 0 or step + 1 == tc.steps
+            for phase in phases:
+                run_phase(phase, want_norm=log_now)
+            ema_update(G_ema, G, ema_beta(step, tc.ema_decay, tc.ema_rampup))
+            step += 1
+            images_since += tc.batch_size * tc.n_critic
+            steps_since += 1
+            bar.update(1)
+
+            if log_now:
+                now = time.perf_counter()
+                record = _log_record(step, sums, steps_since, tc.n_critic, images_since / max(now - t_log, 1e-9))
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.set_postfix(D=f"{record['D_total']:.3f}", G=f"{record['G_total']:.3f}", img_s=f"{record['img_per_s']:.0f}", refresh=False)
+                sums.clear()
+                t_log, images_since, steps_since = time.perf_counter(), 0, 0
+                if not all(math.isfinite(v) for v in record.values()):
+                    log.warning("non-finite figures at step %d: %s", step, record)
+            if step % tc.preview_every == 0 or step == tc.steps:
+                preview()
+            if step % tc.checkpoint_every == 0 or step == tc.steps:
+                last_path = checkpoint()
+        if stop.raised:
+            if last_path is None or last_path.name != ckpt.checkpoint_name(step):
+                last_path = checkpoint()
+            bar.close()
+            log.warning("interrupted at step %d; saved %s (resume with --resume)", step, last_path)
+            raise KeyboardInterrupt
+    finally:
+        stop.restore()
+        bar.close()
+        log_file.close()
+    return last_path
+
+
+class _StopFlag:
+    """The first Ctrl-C asks the loop to finish its step and save; a second one stops at once."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _log_record(step: int, sums: dict[str, Any], n_steps: int, n_critic: int, img_per_s: float) -> dict[str, float]:
+    """Means over the last `n_steps` steps of every figure in `sums`.
+
+    D figures were summed once per D step; gradient norms are the last step's.
+    """
+    record: dict[str, float] = {"step": step, "time": time.time(), "img_per_s": img_per_s}
+    for k, v in sums.items():
+        if k.startswith("grad_norm"):
+            record[k] = float(v)
+        else:
+            record[k] = float(v) / (n_steps * (n_critic if k in _D_FIGURES else 1))
+    return record
+
+
+_D_FIGURES = ("d_adv", "gp", "r1", "d_real", "d_fake", "D_total")

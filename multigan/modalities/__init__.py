@@ -1,0 +1,1 @@
+"""Modality adapters: the only code that knows what a sample means."""

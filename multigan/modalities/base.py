@@ -1,0 +1,38 @@
+"""The modality protocol: what the engine and the command line need of a data kind.
+
+An adapter satisfies it structurally; there is no base class to inherit.
+Model space is a float tensor [B, *shape] with values in [-1, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@runtime_checkable
+class Modality(Protocol):
+    name: str  # the registry key, stored in checkpoints
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one sample in model space, e.g. (C, H, W)."""
+
+    def encode(self, batch: Any) -> Tensor:
+        """A data-loader batch (already on the training device) -> [B, *shape] in [-1, 1]."""
+
+    def decode(self, x: Tensor) -> Any:
+        """Model-space samples [B, *shape] -> artifacts (pixels, waveforms, ...)."""
+
+    def save(self, artifacts: Any, out_dir: Path, prefix: str = "sample") -> list[Path]:
+        """Write one file per sample plus an overview; returns the paths written."""
+
+    def preview(self, x: Tensor, path: Path) -> Path:
+        """Write one image that shows a batch of model-space samples at a glance."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this adapter (tensors and plain values only).
+
+        Adapters also provide `from_state(state)` as a classmethod, its inverse.
+        """

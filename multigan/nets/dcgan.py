@@ -1,0 +1,121 @@
+"""DCGAN generator and discriminator (Radford et al. 2016), built from the target shape.
+
+Both networks work on [B, C, H, W] for any C, H, W (28x28 digits, 64x64 RGB,
+80x64 mel spectrograms...). The number of 2x scales is chosen from H and W:
+G starts from a small base grid and doubles it k times; where H or W is not
+base * 2^k, G renders a slightly larger grid and crops its centre.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from multigan.config import NetConfig
+from multigan.errors import ConfigError
+
+
+def plan_scales(height: int, width: int, min_base: int = 4, max_scales: int = 6) -> tuple[int, int, int]:
+    """(k, h0, w0): k doublings from a base grid h0 x w0 that covers height x width.
+
+    k is the largest count for which the base stays at least `min_base` on
+    its shorter side, e.g. 28x28 -> (2, 7, 7), 64x64 -> (4, 4, 4), 80x64 -> (4, 5, 4).
+    """
+    if min(height, width) < min_base:
+        raise ConfigError(f"images must be at least {min_base}x{min_base}, got {height}x{width}")
+    k = 0
+    while k < max_scales and min(height, width) / 2 ** (k + 1) >= min_base:
+        k += 1
+    # Prefer exact halvings: drop scales that would need cropping when an exact plan exists.
+    exact = 0
+    while exact < k and height % 2 ** (exact + 1) == 0 and width % 2 ** (exact + 1) == 0:
+        exact += 1
+    if exact >= 2:
+        k = exact
+    return k, math.ceil(height / 2**k), math.ceil(width / 2**k)
+
+
+def _init_weights(m: nn.Module) -> None:
+    # N(0, 0.02) for convolutions and linear layers, N(1, 0.02) for BN scale (DCGAN paper).
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z [B, z_dim] -> x [B, C, H, W] in [-1, 1]."""
+
+    def __init__(self, cfg: NetConfig, shape: tuple[int, int, int]):
+        super().__init__()
+        c_out, self.height, self.width = shape
+        self.z_dim = cfg.z_dim
+        k, h0, w0 = plan_scales(self.height, self.width)
+        widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
+        self.base = (widths[0], h0, w0)
+        self.project = nn.Sequential(
+            nn.Linear(cfg.z_dim, widths[0] * h0 * w0, bias=False),
+            nn.Unflatten(1, self.base),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        layers: list[nn.Module] = []
+        for c_in, c_next in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(inplace=True)]
+        # The last layer doubles to full size (or keeps it when k == 0) and maps to C channels.
+        last = nn.ConvTranspose2d(widths[-1], c_out, 4, 2, 1) if k else nn.Conv2d(widths[-1], c_out, 3, 1, 1)
+        self.body = nn.Sequential(*layers, last, nn.Tanh())
+        self.apply(_init_weights)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.body(self.project(z))  # [B, C, h0 * 2^k, w0 * 2^k]
+        dh, dw = x.shape[2] - self.height, x.shape[3] - self.width
+        if dh or dw:
+            x = x[:, :, dh // 2:dh // 2 + self.height, dw // 2:dw // 2 + self.width]
+        return x
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # per example over (C, H, W): safe with the gradient penalty
+        return nn.GroupNorm(1, channels)
+    return nn.Identity()
+
+
+class Discriminator(nn.Module):
+    """x [B, C, H, W] -> one raw score per example [B]."""
+
+    def __init__(self, cfg: NetConfig, shape: tuple[int, int, int]):
+        super().__init__()
+        c_in, height, width = shape
+        k, _, _ = plan_scales(height, width)
+        k = max(k, 1)
+        widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(k)]
+        layers: list[nn.Module] = [nn.Conv2d(c_in, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        h, w = height // 2, width // 2
+        for c_prev, c_next in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(c_prev, c_next, 4, 2, 1, bias=cfg.d_norm == "none"), _norm(cfg.d_norm, c_next), nn.LeakyReLU(0.2, inplace=True)]
+            h, w = h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1] * h * w, 1)
+        self.apply(_init_weights)
+        if cfg.spectral_norm:  # after init: the parametrisation wraps the initialised weight
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    spectral_norm(m)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:
+    """G and D for samples of `shape` (C, H, W)."""
+    if len(shape) != 3:
+        raise ConfigError(f"the DCGAN family needs samples of shape (C, H, W), got {tuple(shape)}")
+    return Generator(cfg, shape), Discriminator(cfg, shape)

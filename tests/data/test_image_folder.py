@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from multigan.data.image_folder import find_image_files, load_image_folder
+from multigan.errors import ConfigError, DataError
+
+BAD_FILES = {"truncated.png", "empty.png", "sub/x.png"}
+
+
+def _noise(h: int, w: int, c: int, seed: int) -> np.ndarray:
+    shape = (h, w, c) if c > 1 else (h, w)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path) -> Path:
+    """Nine readable images of assorted sizes and modes, and three bad files."""
+    root = tmp_path / "mixed"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(_noise(40, 50, 3, 0), "RGB").save(root / "rgb.png")
+    Image.fromarray(_noise(33, 61, 4, 1), "RGBA").save(root / "rgba.png")
+    Image.fromarray(_noise(28, 28, 1, 2), "L").save(root / "grey.png")
+    palette = Image.fromarray(_noise(30, 20, 1, 3) % 4, "L").convert("P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+    palette.save(root / "palette.png", transparency=0)
+    Image.fromarray(np.full((25, 35), 40_000, dtype=np.uint16)).save(root / "grey16.png")
+    Image.fromarray(_noise(64, 48, 3, 4), "RGB").save(root / "photo.jpg", quality=90)
+    Image.fromarray(_noise(20, 20, 3, 5), "RGB").save(root / "UPPER.PNG")
+    Image.fromarray(_noise(31, 17, 3, 6), "RGB").save(root / "sub" / "nested.bmp")
+    Image.fromarray(_noise(16, 16, 3, 7), "RGB").save(root / "sub" / "tiny.webp")
+    # Bad files: half a PNG of noise (cut inside the pixel data), zero bytes, text.
+    full = _png_bytes(Image.fromarray(_noise(64, 64, 3, 8), "RGB"))
+    (root / "truncated.png").write_bytes(full[: len(full) // 2])
+    (root / "empty.png").write_bytes(b"")
+    (root / "sub" / "x.png").write_text("this is not an image\n")
+    # Neither counted nor tried: wrong extension, hidden.
+    (root / "notes.txt").write_text("ignore me\n")
+    (root / ".hidden.png").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("channels, size", [(3, 32), (1, 28)])
+def test_loads_readable_images_and_skips_bad_ones(mixed_folder, caplog, channels, size):
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        dataset = load_image_folder(mixed_folder, channels=channels, height=size, width=size, progress=False)
+    assert len(dataset) == 9
+    assert dataset.images.shape == (9, channels, size, size)
+    assert dataset.images.dtype == torch.uint8
+    assert dataset.labels is None and dataset.class_names is None  # images sit in root too
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(BAD_FILES) + 1
+    for name in BAD_FILES:
+        assert sum(str(mixed_folder / name) in w for w in warnings[:-1]) == 1, name
+    assert warnings[-1].startswith("skipped 3 of 12 image files")
+    assert all(name in warnings[-1] for name in BAD_FILES)
+
+
+def test_file_order_is_sorted(mixed_folder):
+    names = [p.relative_to(mixed_folder).as_posix() for p in find_image_files(mixed_folder)]
+    assert names == sorted(names, key=lambda n: n.split("/"))
+    assert "UPPER.PNG" in names and "sub/tiny.webp" in names and ".hidden.png" not in names
+
+
+def test_truncated_file_rejected_even_if_pil_set_to_accept_it(mixed_folder, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    dataset = load_image_folder(mixed_folder, channels=3, height=8, width=8, progress=False)
+    assert len(dataset) == 9
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+def _load_one(tmp_path: Path, image: Image.Image, channels: int, height: int, width: int, **save) -> torch.Tensor:
+    folder = tmp_path / f"one-{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    image.save(folder / "image.png", **save)
+    return load_image_folder(folder, channels=channels, height=height, width=width, progress=False).images[0]
+
+
+def test_modes_are_converted_sensibly(tmp_path):
+    # Fully transparent white becomes black; half-transparent white becomes mid grey.
+    assert _load_one(tmp_path, Image.new("RGBA", (20, 20), (255, 255, 255, 0)), 3, 8, 8).max() == 0
+    half = _load_one(tmp_path, Image.new("LA", (20, 20), (255, 128)), 1, 8, 8)
+    assert torch.all((half >= 126) & (half <= 130))
+    # Palette: index 1 is pure blue; index 0 is transparent.
+    palette = Image.new("P", (20, 20), 1)
+    palette.putpalette([255, 255, 255, 0, 0, 255])
+    palette.paste(0, (0, 0, 10, 20))
+    x = _load_one(tmp_path, palette, 3, 20, 20, transparency=0)
+    assert x[:, :, :10].max() == 0  # transparent half: black, not the white of index 0
+    assert torch.equal(x[:, 0, 15], torch.tensor([0, 0, 255], dtype=torch.uint8))
+    # 16-bit grey is scaled to 8 bits, not clipped.
+    wide = Image.fromarray(np.full((10, 10), 257 * 100, dtype=np.uint16))
+    assert wide.mode.startswith("I")
+    assert torch.all(_load_one(tmp_path, wide, 1, 10, 10) == 100)
+    # Grey to RGB repeats the channel.
+    rgb = _load_one(tmp_path, Image.new("L", (10, 10), 77), 3, 4, 4)
+    assert torch.all(rgb == 77)
+
+
+@pytest.mark.parametrize("size", [(90, 30), (30, 90), (41, 29)])
+def test_centre_crop_keeps_the_centre(tmp_path, size):
+    # A white square of side min(w, h) in the middle, black around it.
+    w, h = size
+    side = min(w, h)
+    pixels = np.zeros((h, w), dtype=np.uint8)
+    top, left = (h - side) // 2, (w - side) // 2
+    pixels[top : top + side, left : left + side] = 255
+    x = _load_one(tmp_path, Image.fromarray(pixels, "L"), 1, 28, 28)[0]
+    assert x[2:-2, 2:-2].min() >= 250  # the crop is all square: no black side shows
+    assert x.float().mean() > 245
+
+
+def test_centre_of_square_image_stays_centred(tmp_path):
+    pixels = np.zeros((40, 40), dtype=np.uint8)
+    pixels[10:30, 10:30] = 255
+    x = _load_one(tmp_path, Image.fromarray(pixels, "L"), 1, 28, 28)[0]
+    assert x[10:18, 10:18].min() >= 250
+    assert max(x[:5, :5].max(), x[-5:, -5:].max(), x[:5, -5:].max(), x[-5:, :5].max()) <= 5
+    # Symmetric input gives a symmetric result: nothing shifted by a pixel.
+    assert torch.equal(x, x.flip(0)) and torch.equal(x, x.flip(1))
+
+
+def test_non_square_target(tmp_path):
+    pixels = np.zeros((100, 100, 3), dtype=np.uint8)
+    pixels[:, :, 0] = np.arange(100, dtype=np.uint8)[None, :]  # red ramp, left to right
+    x = _load_one(tmp_path, Image.fromarray(pixels, "RGB"), 3, 10, 40)
+    assert x.shape == (3, 10, 40)
+    # Width covers the whole image; the height is cropped from the middle.
+    assert x[0, 5, 0] < 5 and x[0, 5, -1] > 94
+
+
+def test_sub_folders_become_labels(tmp_path):
+    for name, count in (("dogs", 2), ("cats", 3)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("RGB", (12, 12), (i, i, i)).save(tmp_path / name / f"{i}.png")
+    dataset = load_image_folder(tmp_path, channels=3, height=12, width=12, progress=False)
+    assert dataset.class_names == ["cats", "dogs"]
+    assert dataset.labels.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_all_corrupt_folder_raises(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.jpg").write_text("text")
+    with pytest.raises(DataError, match="none of the 2 image files"):
+        load_image_folder(tmp_path, channels=3, height=8, width=8, progress=False)
+
+
+def test_missing_or_empty_folder_raises(tmp_path):
+    with pytest.raises(DataError, match="image folder not found"):
+        load_image_folder(tmp_path / "missing", channels=3, height=8, width=8)
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match="no image files"):
+        load_image_folder(tmp_path, channels=3, height=8, width=8)
+
+
+@pytest.mark.parametrize("settings", [dict(channels=2, height=8, width=8), dict(channels=3, height=0, width=8), dict(channels=1, height=8, width=-1)])
+def test_bad_settings_raise(tmp_path, settings):
+    with pytest.raises(ConfigError):
+        load_image_folder(tmp_path, **settings)

@@ -177,26 +177,49 @@ class PeakRSS:
             self.peak = max(self.peak, _rss_bytes() or 0)
 
 
-def measure(run: Callable[[], None], device: torch.device) -> tuple[float, float | None]:
-    """(seconds, peak memory increase in bytes) of one call of `run`."""
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux), summed over cores."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Measurement:
+    seconds: float
+    peak: float | None  # bytes above the memory in use before the run
+    others: float | None  # share of the machine's CPU capacity that other processes used meanwhile
+
+
+def measure(run: Callable[[], None], device: torch.device) -> Measurement:
+    """Wall time, peak memory increase and the machine's other load during one call of `run`."""
     _release_freed_memory()
     _sync(device)
-    if device.type == "cuda":
+    cuda = device.type == "cuda"
+    if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
+    else:
+        before = _rss_bytes()
+    busy0, own0 = _machine_busy_seconds(), time.process_time()
+    with contextlib.nullcontext() if cuda else PeakRSS() as rss:
         t0 = time.perf_counter()
         run()
         _sync(device)
         seconds = time.perf_counter() - t0
-        return seconds, torch.cuda.max_memory_allocated(device) - before
-    before = _rss_bytes()
-    with PeakRSS() as rss:
-        t0 = time.perf_counter()
-        run()
-        seconds = time.perf_counter() - t0
-    peak = None if before is None or rss.peak is None else rss.peak - before
-    return seconds, peak
+    busy1, own1 = _machine_busy_seconds(), time.process_time()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) - before
+    else:
+        peak = None if before is None or rss.peak is None else rss.peak - before
+    others = None
+    if busy0 is not None and busy1 is not None:
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (seconds * (os.cpu_count() or 1))
+    return Measurement(seconds, peak, others)
 
 
 def memory_method(device: torch.device) -> str:
@@ -275,21 +298,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"engine: log every {cfg.train.log_every} steps, EMA {cfg.train.ema_decay}, final preview "
           f"({cfg.train.n_preview} images) and checkpoint included")
     print(f"peak memory: {memory_method(device)}")
+    print("other load: share of the machine's CPU capacity that other processes used during the run")
     print()
-    print(f"{'round':>5}  {'loop':<6}  {'seconds':>8}  {'img/s':>7}  {'ms/step':>7}  {'peak MiB':>8}  {'engine/bare':>11}")
+    print(f"{'round':>5}  {'loop':<6}  {'seconds':>8}  {'img/s':>7}  {'ms/step':>7}  {'peak MiB':>8}  {'other load':>10}  {'engine/bare':>11}")
 
     rates: dict[str, list[float]] = {name: [] for name in loops}
     peaks: dict[str, list[float]] = {name: [] for name in loops}
+    busiest = 0.0
     for r in range(1, args.rounds + 1):
         for name, (warmup, timed) in loops.items():
             warmup()
-            seconds, peak = measure(timed, device)
-            rates[name].append(n_img / seconds)
-            if peak is not None:
-                peaks[name].append(peak)
+            m = measure(timed, device)
+            rates[name].append(n_img / m.seconds)
+            if m.peak is not None:
+                peaks[name].append(m.peak)
+            busiest = max(busiest, m.others or 0.0)
             ratio = f"{rates['engine'][-1] / rates['bare'][-1]:.3f}" if name == "engine" else ""
-            print(f"{r:>5}  {name:<6}  {seconds:>8.2f}  {n_img / seconds:>7.0f}  {1e3 * seconds / args.steps:>7.1f}  "
-                  f"{_mib(peak):>8}  {ratio:>11}", flush=True)
+            others = "n/a" if m.others is None else f"{100 * m.others:.0f}%"
+            print(f"{r:>5}  {name:<6}  {m.seconds:>8.2f}  {n_img / m.seconds:>7.0f}  {1e3 * m.seconds / args.steps:>7.1f}  "
+                  f"{_mib(m.peak):>8}  {others:>10}  {ratio:>11}", flush=True)
 
     print()
     print(f"median over {args.rounds} round(s)")
@@ -300,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     ratio = statistics.median(rates["engine"]) / statistics.median(rates["bare"])
     per_round = statistics.median([e / b for e, b in zip(rates["engine"], rates["bare"])])
     print(f"  engine/bare  {ratio:.3f} (median of per-round ratios {per_round:.3f}; target >= 0.97)")
+    if busiest > 0.10:
+        print(f"note: other processes took up to {100 * busiest:.0f}% of the CPU during a run; "
+              "these figures are noisy, re-run on a quiet machine")
 
 
 if __name__ == "__main__":

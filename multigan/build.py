@@ -73,6 +73,7 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     from multigan.engine.trainer import train
 
     dataset, modality = load_data(cfg.data)
+    torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
     G, D = build_nets(cfg.model, modality.shape)
     return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress)
 

@@ -10,8 +10,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from multigan.errors import ConfigError
@@ -70,7 +72,7 @@ class LossConfig:
     """Adversarial loss and the weight of each term (the keys are also log keys)."""
 
     kind: str = "nonsaturating"
-    weights: dict[str, float] = field(default_factory=lambda: {"d_adv": 1.0, "g_adv": 1.0, "gp": 0.0, "r1": 0.0})
+    weights: Mapping[str, float] = field(default_factory=lambda: {"d_adv": 1.0, "g_adv": 1.0, "gp": 0.0, "r1": 0.0})
 
     def __post_init__(self):
         _check(self.kind in LOSS_KINDS, f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
@@ -78,7 +80,8 @@ class LossConfig:
         _check(not unknown, f"loss.weights has unknown terms {sorted(unknown)}; known: {LOSS_TERMS}")
         _check(all(float(w) >= 0 for w in self.weights.values()), "loss.weights must be >= 0")
         # Fill missing terms so every consumer sees all keys.
-        object.__setattr__(self, "weights", {k: float(self.weights.get(k, 1.0 if k in ("d_adv", "g_adv") else 0.0)) for k in LOSS_TERMS})
+        full = {k: float(self.weights.get(k, 1.0 if k in ("d_adv", "g_adv") else 0.0)) for k in LOSS_TERMS}
+        object.__setattr__(self, "weights", MappingProxyType(full))  # read-only, like the rest
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class RunConfig:
 
     # JSON round trip ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _plain(self)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -166,7 +169,11 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"settings file not found: {path}")
-        return cls.from_json(path.read_text())
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a JSON settings file") from None
+        return cls.from_json(text)
 
     def override(self, dotted: str, value: Any) -> RunConfig:
         """A copy with one setting changed, e.g. `override("train.steps", 100)`."""
@@ -175,6 +182,17 @@ class RunConfig:
             return _replace(self, section, value, "")
         sub = getattr(self, section, None) if section in _field_names(RunConfig) else None
         return dataclasses.replace(self, **{section: _replace(sub, key, value, section + ".")})
+
+
+def _plain(x: Any) -> Any:
+    """Dataclasses and mappings as plain dicts, tuples as lists: JSON-ready."""
+    if dataclasses.is_dataclass(x):
+        return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
 
 
 def _field_names(cls) -> list[str]:
@@ -218,7 +236,7 @@ def _coerce(tp, value: Any, name: str):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{name} must be {len(args)} values, got {value!r}")
         return tuple(_coerce(a, v, name) for a, v in zip(args, value))
-    if origin is dict:
+    if origin in (dict, Mapping):
         if isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -239,7 +257,7 @@ def _coerce(tp, value: Any, name: str):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         try:
             number = tp(value) if tp is float else int(str(value), 10) if isinstance(value, str) else value
-        except ValueError:
+        except (ValueError, TypeError):
             raise ConfigError(f"{name} must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
         if tp is int and (not isinstance(number, int) or isinstance(number, float)):
             if isinstance(number, float) and number.is_integer():

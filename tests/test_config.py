@@ -28,7 +28,7 @@ def test_json_round_trip_gives_an_equal_config(cfg):
     back = RunConfig.from_json(cfg.to_json())
     assert back == cfg
     assert isinstance(back.optim.betas, tuple)
-    assert isinstance(back.train, TrainConfig) and isinstance(back.loss.weights, dict)
+    assert isinstance(back.train, TrainConfig) and back.loss.weights == cfg.loss.weights
     assert RunConfig.from_json(cfg.to_json(indent=None)) == cfg
 
 
@@ -203,6 +203,9 @@ def test_loss_weights_cannot_be_changed_in_place():
     # A frozen config whose weights dict can be mutated bypasses validation
     # (here: gp with batch norm in D, which __post_init__ refuses).
     cfg = RunConfig()
-    with pytest.raises(TypeError):
+    try:
         cfg.loss.weights["gp"] = 10.0
+    except (TypeError, AttributeError):
+        pass
     assert cfg.loss.weights["gp"] == 0.0
+    assert RunConfig.from_json(cfg.to_json()) == cfg

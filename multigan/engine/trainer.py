@@ -70,7 +70,7 @@ class IndexStream(torch.utils.data.Sampler):
         while True:
             e, pos = divmod(k, self.per_epoch)
             if e != epoch:
-                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + e))
+                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed((self.seed * 1_000_003 + e) % 2**63))
             yield perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
             k += 1
 

@@ -1,0 +1,201 @@
+"""The Modality contract, checked for every adapter the library registers.
+
+Each registered name gets a factory in `FACTORIES` that returns a few
+`Case`s (one adapter in one shape, with valid and invalid batches). A new
+adapter adds one factory there; every test below then runs on it.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+
+from multigan.build import MODALITIES
+from multigan.errors import DataError
+from multigan.modalities.base import Modality
+from multigan.modalities.image import ImageModality
+
+
+@dataclass
+class Case:
+    """One adapter instance and what the contract tests need to exercise it."""
+
+    id: str
+    adapter: Modality
+    make_batch: Callable[[int, int], Any]  # (n, seed) -> a valid data-loader batch of n samples
+    assert_round_trip: Callable[[Any, Any], None]  # (batch, decode(encode(batch))) -> raises if they differ
+    preview_size: Callable[[int], tuple[int, int]]  # n samples -> (width, height) of the preview PNG
+    other_valid_batches: Callable[[int, int], dict[str, Any]] = lambda n, seed: {}  # other accepted forms
+    bad_batches: Callable[[int], dict[str, Any]] = lambda n: {}  # batches of the wrong shape
+
+
+# image ---------------------------------------------------------------------
+def _pixels(n: int, shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+    """uint8 [n, C, H, W] noise that includes both ends of the range (0 and 255)."""
+    x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    x[0].view(-1)[0], x[-1].view(-1)[-1] = 0, 255
+    return x
+
+
+def _image_round_trip(batch: Any, decoded: Any) -> None:
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    expected = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)
+    assert isinstance(decoded, torch.Tensor) and decoded.dtype == torch.uint8
+    assert torch.equal(decoded, expected), "decode(encode(pixels)) does not give back the pixels"
+
+
+def _grid_size(n: int, height: int, width: int, padding: int = 2) -> tuple[int, int]:
+    # ceil(sqrt(n)) tiles a row, `padding` pixels between and around tiles (torchvision's make_grid).
+    ncol = min(n, math.ceil(math.sqrt(n)))
+    nrow = math.ceil(n / ncol)
+    return ncol * (width + padding) + padding, nrow * (height + padding) + padding
+
+
+def image_cases() -> list[Case]:
+    cases = []
+    for shape in [(1, 28, 28), (3, 64, 64), (1, 80, 64)]:
+        c, h, w = shape
+        cases.append(Case(
+            id="x".join(map(str, shape)),
+            adapter=ImageModality(c, h, w),
+            make_batch=lambda n, seed, shape=shape: _pixels(n, shape, seed),
+            assert_round_trip=_image_round_trip,
+            preview_size=lambda n, h=h, w=w: _grid_size(n, h, w),
+            other_valid_batches=lambda n, seed, shape=shape: {
+                "float in [0, 1]": _pixels(n, shape, seed).float() / 255,
+                "(images, labels)": (_pixels(n, shape, seed), torch.arange(n)),
+            },
+            bad_batches=lambda n, c=c, h=h, w=w: {
+                "width off by one": torch.zeros(n, c, h, w - 1, dtype=torch.uint8),
+                "height off by one": torch.zeros(n, c, h + 1, w, dtype=torch.uint8),
+                "other channel count": torch.zeros(n, 4 - c, h, w, dtype=torch.uint8),
+                "no channel axis": torch.zeros(n, h, w, dtype=torch.uint8),
+                **({"height and width swapped": torch.zeros(n, c, w, h, dtype=torch.uint8)} if h != w else {}),
+            },
+        ))
+    return cases
+
+
+# Registry name -> cases. A new adapter in multigan.build.MODALITIES adds its
+# factory here, e.g. "mel": mel_cases.
+FACTORIES: dict[str, Callable[[], list[Case]]] = {
+    "image": image_cases,
+}
+
+CASES = [(name, case) for name, factory in FACTORIES.items() for case in factory()]
+IDS = [f"{name}-{case.id}" for name, case in CASES]
+B = 5  # not a square: the preview grid has a ragged last row
+
+
+def test_every_registered_modality_has_a_factory():
+    missing = sorted(set(MODALITIES) - set(FACTORIES))
+    assert not missing, f"add a factory to FACTORIES in {__file__} for: {missing}"
+    stale = sorted(set(FACTORIES) - set(MODALITIES))
+    assert not stale, f"FACTORIES names modalities that multigan.build.MODALITIES does not register: {stale}"
+
+
+def test_grid_size_helper():
+    # Two fixed points of torchvision's make_grid layout, so the helper itself is checked.
+    assert _grid_size(4, 28, 28) == (62, 62)
+    assert _grid_size(5, 28, 28) == (92, 62)
+    assert _grid_size(64, 28, 28) == (242, 242)
+
+
+@pytest.mark.parametrize("name,case", CASES, ids=IDS)
+class TestModalityContract:
+    def test_satisfies_protocol_and_names_itself(self, name, case):
+        assert isinstance(case.adapter, Modality)
+        assert case.adapter.name == name, "the adapter's name is the key checkpoints are restored by"
+        assert MODALITIES[name] is type(case.adapter)
+        assert isinstance(case.adapter.shape, tuple) and all(isinstance(s, int) and s > 0 for s in case.adapter.shape)
+
+    def test_encode_gives_model_space(self, name, case):
+        batches = {"canonical": case.make_batch(B, 0), **case.other_valid_batches(B, 0)}
+        for label, batch in batches.items():
+            x = case.adapter.encode(batch)
+            assert isinstance(x, torch.Tensor) and x.dtype.is_floating_point, label
+            assert tuple(x.shape) == (B, *case.adapter.shape), label
+            assert torch.isfinite(x).all(), label
+            assert x.min() >= -1 and x.max() <= 1, f"{label}: values in [{x.min()}, {x.max()}]"
+        x = case.adapter.encode(case.make_batch(B, 0))
+        assert x.min() == -1 and x.max() == 1, "the ends of the data range should map to -1 and 1"
+        assert x.std() > 0.1, "distinct inputs should spread over model space"
+
+    def test_encode_is_deterministic_and_leaves_input_alone(self, name, case):
+        batch = case.make_batch(B, 1)
+        snapshot = batch.clone()
+        first = case.adapter.encode(batch)
+        assert torch.equal(batch, snapshot), "encode changed its input in place"
+        assert torch.equal(case.adapter.encode(batch), first)
+
+    def test_decode_inverts_encode(self, name, case):
+        batches = {"canonical": case.make_batch(B, 2), **case.other_valid_batches(B, 2)}
+        for batch in batches.values():
+            case.assert_round_trip(batch, case.adapter.decode(case.adapter.encode(batch)))
+
+    def test_save_writes_one_file_per_sample_plus_overview(self, name, case, tmp_path):
+        artifacts = case.adapter.decode(case.adapter.encode(case.make_batch(B, 3)))
+        out = tmp_path / "new" / "folder"
+        paths = case.adapter.save(artifacts, out, prefix="s")
+        assert isinstance(paths, list) and len(paths) == B + 1
+        assert all(isinstance(p, Path) for p in paths)
+        assert len({p.name for p in paths}) == B + 1, "files overwrite each other"
+        for p in paths:
+            assert p.is_file() and p.stat().st_size > 0, p
+            assert p.parent == out and p.name.startswith("s")
+        assert sorted(out.iterdir()) == sorted(paths), "save wrote files it did not return"
+
+    def test_preview_writes_a_png(self, name, case, tmp_path):
+        x = case.adapter.encode(case.make_batch(B, 4))
+        path = tmp_path / "previews" / "step-0000001.png"
+        written = case.adapter.preview(x, path)
+        assert Path(written) == path and path.is_file()
+        with Image.open(path) as im:
+            assert im.format == "PNG"
+            assert im.size == case.preview_size(B)
+            im.load()
+
+    def test_state_dict_round_trip(self, name, case):
+        state = case.adapter.state_dict()
+        _assert_plain(state)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=True)
+        rebuilt = MODALITIES[name].from_state(loaded)
+        assert rebuilt.shape == case.adapter.shape
+        assert rebuilt.state_dict().keys() == state.keys()
+        batch = case.make_batch(B, 5)
+        assert torch.equal(rebuilt.encode(batch), case.adapter.encode(batch))
+
+    def test_wrong_shape_raises_data_error(self, name, case):
+        bad = case.bad_batches(B)
+        assert bad, "give each case at least one batch of the wrong shape"
+        for label, batch in bad.items():
+            with pytest.raises(DataError) as info:
+                case.adapter.encode(batch)
+            message = str(info.value)
+            assert message and "\n" not in message, f"{label}: the message should be one non-empty line"
+
+
+def _assert_plain(value: Any, where: str = "state") -> None:
+    """Tensors, numbers, strings, None, and lists/tuples/dicts (string keys) of those."""
+    if isinstance(value, (torch.Tensor, bool, int, float, str, type(None))):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _assert_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str), f"{where} has a non-string key {k!r}"
+            _assert_plain(v, f"{where}[{k!r}]")
+        return
+    raise AssertionError(f"{where} is a {type(value).__name__}, not a tensor or plain value")

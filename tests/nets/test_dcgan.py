@@ -1,0 +1,171 @@
+"""DCGAN generator and discriminator, built from the sample shape."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from multigan.config import NetConfig
+from multigan.errors import ConfigError
+from multigan.nets.dcgan import build, plan_scales
+
+SHAPES = [(1, 28, 28), (3, 64, 64), (1, 80, 64), (1, 64, 80), (3, 32, 32), (1, 27, 27)]
+SMALL = NetConfig(z_dim=16, g_width=8, d_width=8)
+
+
+def _ids(shape):
+    return "x".join(map(str, shape))
+
+
+@pytest.mark.parametrize(
+    "h,w,plan",
+    [
+        (28, 28, (2, 7, 7)),
+        (64, 64, (4, 4, 4)),
+        (80, 64, (4, 5, 4)),
+        (64, 80, (4, 4, 5)),
+        (32, 32, (3, 4, 4)),
+        (16, 16, (2, 4, 4)),
+        (8, 8, (1, 4, 4)),
+        (4, 4, (0, 4, 4)),
+        (27, 27, (2, 7, 7)),  # 28x28 rendered, centre-cropped to 27x27
+        (256, 256, (6, 4, 4)),  # capped at max_scales
+    ],
+)
+def test_plan_scales_examples(h, w, plan):
+    assert plan_scales(h, w) == plan
+
+
+@pytest.mark.parametrize("h,w", [(28, 28), (27, 27), (80, 64), (64, 80), (100, 36), (5, 9), (1000, 1000)])
+def test_plan_scales_base_covers_the_target(h, w):
+    k, h0, w0 = plan_scales(h, w)
+    assert h0 * 2**k >= h and w0 * 2**k >= w
+    assert (h0 - 1) * 2**k < h and (w0 - 1) * 2**k < w, "the base grid is larger than it needs to be"
+    assert min(h0, w0) >= 4 or k == 0
+
+
+def test_plan_scales_rejects_tiny_images():
+    with pytest.raises(ConfigError):
+        plan_scales(3, 28)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_shapes_and_ranges(shape):
+    torch.manual_seed(0)
+    G, D = build(SMALL, shape)
+    assert G.z_dim == SMALL.z_dim
+    z = torch.randn(4, SMALL.z_dim) * 3  # wide z: tanh must still bound the output
+    x = G(z)
+    assert x.shape == (4, *shape)
+    assert x.min() >= -1 and x.max() <= 1
+    assert x.std() > 0, "G ignores z"
+    assert not torch.equal(x[0], x[1])
+    scores = D(x)
+    assert scores.shape == (4,), "D must give one score per example"
+    assert torch.isfinite(scores).all()
+    # A single example also works in eval mode (BatchNorm uses its running statistics).
+    G.eval(), D.eval()
+    assert G(z[:1]).shape == (1, *shape)
+    assert D(x[:1]).shape == (1,)
+
+
+def test_scores_are_per_example():
+    torch.manual_seed(0)
+    _, D = build(SMALL, (1, 28, 28))
+    D.eval()
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    together = D(x)
+    alone = torch.stack([D(x[i:i + 1])[0] for i in range(6)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_build_rejects_non_image_shapes():
+    with pytest.raises(ConfigError):
+        build(SMALL, (80, 64))
+
+
+def _spectral_normed(module: nn.Module) -> list[nn.Module]:
+    return [
+        m for m in module.modules()
+        if parametrize.is_parametrized(m, "weight")
+        and any(type(p).__name__ == "_SpectralNorm" for p in m.parametrizations.weight)
+    ]
+
+
+def test_spectral_norm_parametrises_every_D_layer_and_trains():
+    torch.manual_seed(0)
+    cfg = NetConfig(z_dim=16, g_width=8, d_width=8, spectral_norm=True)
+    G, D = build(cfg, (1, 28, 28))
+    layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and _spectral_normed(D) == layers
+    assert not _spectral_normed(G), "spectral norm is a D option"
+    _, plain = build(SMALL, (1, 28, 28))
+    assert not _spectral_normed(plain)
+
+    # The largest singular value of each normalised weight is about 1 (after a few power iterations).
+    with torch.no_grad():
+        for _ in range(5):
+            D(torch.randn(2, 1, 28, 28))
+    for m in layers:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert abs(sigma.item() - 1) < 0.1, (m, sigma)
+
+    # One optimiser step on a real/fake loss.
+    opt = torch.optim.Adam(D.parameters(), lr=1e-3)
+    before = {k: v.detach().clone() for k, v in D.state_dict().items()}
+    real, fake = torch.rand(8, 1, 28, 28) * 2 - 1, G(torch.randn(8, 16)).detach()
+    loss = nn.functional.softplus(-D(real)).mean() + nn.functional.softplus(D(fake)).mean()
+    opt.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in D.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    opt.step()
+    after = D.state_dict()
+    originals = [k for k in before if k.endswith("parametrizations.weight.original")]
+    assert originals, "no spectral-norm weights in D's state_dict"
+    assert any(not torch.equal(before[k], after[k]) for k in originals), "the step left D's weights unchanged"
+    assert torch.isfinite(D(real)).all()
+
+
+@pytest.mark.parametrize("d_norm", ["layer", "none"])
+def test_d_norm_without_batch_norm(d_norm):
+    cfg = NetConfig(z_dim=16, g_width=8, d_width=8, d_norm=d_norm)
+    _, D = build(cfg, (3, 64, 64))
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
+    has_group_norm = any(isinstance(m, nn.GroupNorm) for m in D.modules())
+    assert has_group_norm == (d_norm == "layer")
+    # Per-example normalisation: an example's score does not depend on the rest of the batch.
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    D.train()
+    assert torch.allclose(D(x)[:1], D(x[:1]), atol=1e-5)
+
+
+def test_d_norm_batch_has_batch_norm():
+    _, D = build(SMALL, (3, 64, 64))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
+
+
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 80, 64)], ids=_ids)
+def test_parameter_count_grows_with_width(shape):
+    counts = []
+    for width in (4, 8, 16):
+        G, D = build(NetConfig(z_dim=16, g_width=width, d_width=width), shape)
+        counts.append((_n_params(G), _n_params(D)))
+    g_counts, d_counts = zip(*counts)
+    assert list(g_counts) == sorted(set(g_counts)), g_counts
+    assert list(d_counts) == sorted(set(d_counts)), d_counts
+    # G and D widths are set independently.
+    G_wide, D_narrow = build(NetConfig(z_dim=16, g_width=16, d_width=4), shape)
+    assert _n_params(G_wide) == g_counts[2] and _n_params(D_narrow) == d_counts[0]
+
+
+def test_max_width_caps_channels():
+    G, D = build(NetConfig(z_dim=16, g_width=64, d_width=64, max_width=64), (3, 64, 64))
+    for m in list(G.modules()) + list(D.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            assert m.in_channels <= 64 and m.out_channels <= 64

@@ -25,7 +25,7 @@ def _settings(shared_data: Path, steps: int):
     for key, value in {
         "data.root": str(shared_data), "train.steps": steps, "train.checkpoint_every": 15,
         "train.preview_every": 15, "train.log_every": 5, "train.device": "cpu",
-        "model.g_width": 32, "model.d_width": 32, "train.batch_size": 32,  # a few seconds on 2 CPU cores
+        "model.g_width": 16, "model.d_width": 16, "train.batch_size": 32,  # a few seconds on 2 CPU cores
     }.items():
         cfg = cfg.override(key, value)
     return cfg

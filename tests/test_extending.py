@@ -59,8 +59,8 @@ class PointsModality:
         paths.append(self._scatter(artifacts, out_dir / f"{prefix}-scatter.png"))
         return paths
 
-    def preview(self, x: Tensor, path: Path) -> Path:
-        return self._scatter(self.decode(x), Path(path))
+    def preview(self, x: Tensor, stem: Path) -> Path:
+        return self._scatter(self.decode(x), Path(stem).with_suffix(".png"))
 
     def state_dict(self) -> dict[str, Any]:
         return {"scale": self.scale}
@@ -215,3 +215,25 @@ def test_engine_does_not_name_a_modality(path):
     hits = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
             if re.search(r"image|mel|audio|png|wav", line, re.I)]
     assert not hits, f"{path.name} mentions a modality: " + "; ".join(f"line {n}: {line}" for n, line in hits)
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch):
+    doc = (ENGINE.parents[1] / "docs" / "extending.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) == 3, "docs/extending.md: adapter, training, registry"
+    adapter_code, training_code, registry_code = blocks
+    assert "MODALITIES" in registry_code and "DATA" in registry_code
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(adapter_code, "extending.md:adapter", "exec"), namespace)
+    assert isinstance(namespace["PointsModality"](scale=2.5), Modality)
+    # The same run, shorter: the ring fixture above already checks that training works.
+    short = training_code.replace("steps=100,", "steps=10,").replace("step-0000100", "step-0000010")
+    assert short != training_code
+    exec(compile(short, "extending.md:training", "exec"), namespace)
+    assert namespace["last"] == Path("runs/ring/checkpoints/step-0000010.pt")
+    state = ckpt.load_checkpoint(namespace["last"])
+    assert state["modality"] == {"name": "points", "shape": [2], "state": {"scale": 2.5}}
+    assert (tmp_path / "runs" / "ring" / "previews" / "step-0000010.png").is_file()
+    G = namespace["MLPGenerator"]()
+    G.load_state_dict(state["G_ema"])

@@ -74,9 +74,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # the weights-only unpickler raises many kinds on corrupt input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable multigan checkpoint ({first[:160]})") from None
+    except Exception:  # the weights-only unpickler raises many kinds on corrupt input
+        # torch's own message may advise weights_only=False: never pass that on.
+        raise CheckpointError(f"{path} is not a multigan checkpoint (not a PyTorch file, damaged, or holding arbitrary objects)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a multigan checkpoint")
     if state.get("version", 0) > VERSION:

@@ -267,13 +267,13 @@ def train(
     def preview() -> None:
         with torch.no_grad():
             x = torch.cat([G_ema(fixed_z[i:i + tc.batch_size]) for i in range(0, len(fixed_z), tc.batch_size)])
-        modality.preview(x.float().cpu(), preview_dir / f"step-{step:07d}.png")
+        modality.preview(x.float().cpu(), preview_dir / f"step-{step:07d}")
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     log_file = open(run_dir / "log.jsonl", "a")
-    t_log, images_since, steps_since = time.perf_counter(), 0, 0
+    t_log, samples_since, steps_since = time.perf_counter(), 0, 0
     last_path: Path | None = None
     G.train(), D.train()
     stop = _StopFlag()
@@ -284,18 +284,18 @@ def train(
                 run_phase(phase, want_norm=log_now)
             ema_update(G_ema, G, ema_beta(step, tc.ema_decay, tc.ema_rampup))
             step += 1
-            images_since += tc.batch_size * tc.n_critic
+            samples_since += tc.batch_size * tc.n_critic
             steps_since += 1
             bar.update(1)
 
             if log_now:
                 now = time.perf_counter()
-                record = _log_record(step, sums, steps_since, tc.n_critic, images_since / max(now - t_log, 1e-9))
+                record = _log_record(step, sums, steps_since, tc.n_critic, samples_since / max(now - t_log, 1e-9))
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
                 bar.set_postfix(D=f"{record['D_total']:.3f}", G=f"{record['G_total']:.3f}", img_s=f"{record['img_per_s']:.0f}", refresh=False)
                 sums.clear()
-                t_log, images_since, steps_since = time.perf_counter(), 0, 0
+                t_log, samples_since, steps_since = time.perf_counter(), 0, 0
                 if not all(math.isfinite(v) for v in record.values()):
                     log.warning("non-finite figures at step %d: %s", step, record)
             if step % tc.preview_every == 0 or step == tc.steps:

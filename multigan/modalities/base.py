@@ -28,8 +28,11 @@ class Modality(Protocol):
     def save(self, artifacts: Any, out_dir: Path, prefix: str = "sample") -> list[Path]:
         """Write one file per sample plus an overview; returns the paths written."""
 
-    def preview(self, x: Tensor, path: Path) -> Path:
-        """Write one image that shows a batch of model-space samples at a glance."""
+    def preview(self, x: Tensor, stem: Path) -> Path:
+        """Write one image that shows a batch of model-space samples at a glance.
+
+        `stem` is a path without suffix; the adapter adds its own and returns the path.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild this adapter (tensors and plain values only).

@@ -70,8 +70,8 @@ class ImageModality:
         paths.append(save_grid(artifacts, out_dir / f"{prefix}-grid.png"))
         return paths
 
-    def preview(self, x: Tensor, path: Path) -> Path:
-        return save_grid(to_uint8(x), Path(path))
+    def preview(self, x: Tensor, stem: Path) -> Path:
+        return save_grid(to_uint8(x), Path(stem).with_suffix(".png"))
 
     def state_dict(self) -> dict[str, Any]:
         c, h, w = self._shape

@@ -33,6 +33,7 @@ from multigan.engine.optim import ema_beta, ema_update, make_optimizer
 from multigan.engine.penalties import gradient_penalty, r1_penalty
 from multigan.errors import CheckpointError, ConfigError
 from multigan.modalities.base import Modality
+from multigan.runtime import keep_freed_memory
 
 log = logging.getLogger("multigan")
 
@@ -141,6 +142,8 @@ def train(
         log.warning("mixed precision is used on CUDA only; training in float32 on %s", device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:
+        keep_freed_memory()
 
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)

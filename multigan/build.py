@@ -5,6 +5,7 @@ only ever receives objects.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from multigan.config import DataConfig, NetConfig, RunConfig
+from multigan.config import AudioConfig, DataConfig, NetConfig, RunConfig
 from multigan.errors import CheckpointError, ConfigError
 from multigan.modalities.base import Modality
 from multigan.modalities.image import ImageModality
+from multigan.modalities.mel import MelModality
 from multigan.nets import dcgan
 
 
@@ -38,13 +40,30 @@ def _image_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
     return dataset, ImageModality(cfg.channels, cfg.height, cfg.width)
 
 
+def _mel_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
+    from multigan.data.audio_folder import load_clip_folder
+    from multigan.data.cache import default_cache_dir
+    if cfg.source != "folder":
+        raise ConfigError(f"the mel modality reads a folder of clips: set data.source=folder, not {cfg.source!r}")
+    if not cfg.root:
+        raise ConfigError("the mel modality needs data.root, a folder of audio clips (--data-root)")
+    audio = cfg.audio or AudioConfig()
+    dataset = load_clip_folder(cfg.root, sample_rate=audio.sample_rate, length=audio.length, trim_db=audio.trim_db,
+                               crop="random")
+    key = json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths])
+    modality = MelModality.fit(audio, dataset.waveforms, cache_dir=default_cache_dir(), cache_key=key)
+    return dataset, modality
+
+
 # name -> loader of (dataset, adapter) from the data settings
 DATA: dict[str, Callable[[DataConfig], tuple[torch.utils.data.Dataset, Modality]]] = {
     "image": _image_data,
+    "mel": _mel_data,
 }
 # name -> adapter class, rebuilt from the state a checkpoint holds
 MODALITIES: dict[str, Any] = {
     "image": ImageModality,
+    "mel": MelModality,
 }
 # name -> builder of (G, D) for a sample shape
 NETS: dict[str, Callable[[NetConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]] = {

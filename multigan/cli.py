@@ -153,6 +153,105 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_vocode(args) -> int:
+    """Real clips through log-mel and back with Griffin-Lim: the vocoder's ceiling."""
+    source = _existing_file(args.input, "input")
+    out = _writable_dir(Path(args.out))
+    import torch
+
+    from multigan.audio.io import load_audio, write_wav
+    from multigan.audio.spectral import log_spectral_distance, magnitude, spectral_convergence
+    from multigan.audio.vocoder import mel_db_to_wave
+    from multigan.config import AudioConfig, replace_setting
+    from multigan.data.audio_folder import find_audio_files
+
+    if args.checkpoint:
+        from multigan.build import restore
+
+        audio = getattr(restore(_existing_file(args.checkpoint, "checkpoint")).modality, "audio", None)
+        if audio is None:
+            raise ConfigError(f"{args.checkpoint} is not an audio checkpoint")
+    else:
+        audio = AudioConfig()
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        audio = replace_setting(audio, key.strip(), value.strip())
+    files = [source] if source.is_file() else find_audio_files(source)
+    if not files:
+        raise MultiganError(f"no audio files under {source}")
+    files = files[: args.limit] if args.limit else files
+    a = audio
+    rows = []
+    from tqdm import tqdm
+
+    for path in tqdm(files, desc="vocoding", unit="clip", disable=len(files) < 4):
+        wave = torch.from_numpy(load_audio(path, a.sample_rate))  # [T]
+        db = log_mel_of(wave, a)
+        rebuilt = mel_db_to_wave(db, sample_rate=a.sample_rate, n_fft=a.n_fft, hop_length=a.hop_length, fmin=a.fmin,
+                                 fmax=a.fmax, htk=a.htk, n_iter=a.gl_iter, momentum=a.gl_momentum, init=a.gl_init,
+                                 length=len(wave), generator=torch.Generator().manual_seed(0))
+        ref = magnitude(wave, a.n_fft, a.hop_length)
+        est = magnitude(rebuilt, a.n_fft, a.hop_length)
+        sc, lsd = float(spectral_convergence(ref, est)), float(log_spectral_distance(ref, est))
+        write_wav(out / f"{path.stem}.wav", rebuilt, a.sample_rate)
+        rows.append((path.name, sc, lsd))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'clip':<{width}}  spectral convergence  log-spectral distance (dB)")
+    for name, sc, lsd in rows if len(rows) <= 20 else rows[:10]:
+        print(f"{name:<{width}}  {sc:20.4f}  {lsd:26.2f}")
+    if len(rows) > 20:
+        print(f"... {len(rows) - 10} more")
+    mean_sc = sum(r[1] for r in rows) / len(rows)
+    mean_lsd = sum(r[2] for r in rows) / len(rows)
+    print(f"{'mean of ' + str(len(rows)):<{width}}  {mean_sc:20.4f}  {mean_lsd:26.2f}")
+    print(f"wrote {len(rows)} WAV files to {out} ({a.n_mels} mels, n_fft {a.n_fft}, hop {a.hop_length}, "
+          f"{a.gl_iter} Griffin-Lim iterations)")
+    return 0
+
+
+def log_mel_of(wave, audio):
+    from multigan.audio.spectral import log_mel
+
+    return log_mel(wave, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels, fmin=audio.fmin,
+                   fmax=audio.fmax, htk=audio.htk)
+
+
+def recipe_main(presets: dict, description: str, *, default_out: str, n_samples: int, needs_data: bool,
+                argv: list[str] | None = None) -> int:
+    """The command line of a recipe script: pick a preset, train, write samples from the last checkpoint."""
+    p = _Parser(description=description)
+    p.add_argument("--preset", choices=presets, default=next(iter(presets)))
+    p.add_argument("--data-root", required=needs_data, metavar="PATH", help="the dataset folder")
+    p.add_argument("--out", metavar="DIR", help=f"run folder (default: {default_out}-PRESET)")
+    p.add_argument("--steps", type=_positive_int, help="override the preset's number of steps")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    args = p.parse_args(argv)
+    setup_logging()
+    try:
+        from multigan.build import restore, train_run
+        from multigan.engine.checkpoint import latest_checkpoint
+        from multigan.generate import generate
+
+        cfg = presets[args.preset]()
+        for key, value in {"data.root": args.data_root, "train.steps": args.steps, "train.device": args.device}.items():
+            if value is not None:
+                cfg = cfg.override(key, value)
+        out = _writable_dir(Path(args.out or f"{default_out}-{args.preset}"))
+        last = train_run(cfg, out, resume=latest_checkpoint(out) if args.resume else None)
+        paths = generate(restore(last), n_samples, out / "samples", seed=0)
+    except MultiganError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{p.prog}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    print(f"checkpoint: {last}\nsamples:    {out / 'samples'} ({len(paths)} files)\npreviews:   {out / 'previews'}")
+    return 0
+
+
 # Parser -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from multigan.presets import PRESETS
@@ -182,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("generate", help="write samples (PNG) from a checkpoint alone",
+    g = sub.add_parser("generate", help="write samples (PNG, or WAV for audio) from a checkpoint alone",
                        description="Write N samples from a checkpoint's EMA generator, an overview grid, "
                                    "and generation.json (seed, checkpoint, step). Needs no dataset.")
     g.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint, or a run folder (its latest checkpoint)")
@@ -191,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_int, default=0, help="noise seed (default 0)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     g.set_defaults(func=cmd_generate)
+
+    v = sub.add_parser("vocode", help="send real clips through log-mel and Griffin-Lim, print the error",
+                       description="Analyse real clips into log-mel and turn them back into WAVs with inverse mel "
+                                   "and Griffin-Lim, printing spectral convergence and log-spectral distance: the "
+                                   "ceiling any generated clip can reach with this vocoder.")
+    v.add_argument("input", metavar="IN", help="an audio file or a folder of them")
+    v.add_argument("--out", required=True, metavar="DIR", help="output folder for the WAVs")
+    v.add_argument("--checkpoint", metavar="CKPT", help="take the audio settings from an audio checkpoint")
+    v.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change an audio setting, e.g. --set gl_iter=64 --set n_mels=80 (repeatable)")
+    v.add_argument("--limit", type=_positive_int, help="at most this many clips")
+    v.set_defaults(func=cmd_vocode)
 
     i = sub.add_parser("info", help="describe a checkpoint", description="Print what a checkpoint holds.")
     i.add_argument("checkpoint", metavar="CHECKPOINT")

@@ -31,6 +31,49 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+GL_INITS = ("random", "zeros")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Every setting of the mel modality: analysis, normalisation and Griffin-Lim.
+
+    One sample is `frames` STFT frames, (frames - 1) * hop_length audio samples.
+    """
+
+    sample_rate: int = 8000
+    n_fft: int = 512
+    hop_length: int = 128
+    n_mels: int = 64
+    frames: int = 64
+    fmin: float = 0.0
+    fmax: float | None = None  # None: sample_rate / 2
+    htk: bool = False  # HTK mel scale instead of Slaney's
+    trim_db: float | None = 60.0  # trim leading/trailing audio this far below the peak; None keeps it
+    clip_k: float = 3.0  # normalised log-mel is clipped at k standard deviations, then scaled to [-1, 1]
+    gl_iter: int = 32
+    gl_momentum: float = 0.99
+    gl_init: str = "random"
+
+    def __post_init__(self):
+        _check(self.sample_rate >= 1000, f"data.audio.sample_rate must be >= 1000, got {self.sample_rate}")
+        _check(self.n_fft >= 16 and 1 <= self.hop_length <= self.n_fft,
+               f"need n_fft >= 16 and 1 <= hop_length <= n_fft, got n_fft={self.n_fft} hop_length={self.hop_length}")
+        _check(1 <= self.n_mels <= self.n_fft // 2 + 1, f"data.audio.n_mels must be in 1..n_fft/2+1, got {self.n_mels}")
+        _check(self.frames >= 4, f"data.audio.frames must be >= 4, got {self.frames}")
+        nyquist = self.sample_rate / 2
+        _check(0 <= self.fmin < (self.fmax or nyquist) <= nyquist,
+               f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax}")
+        _check(self.clip_k > 0, f"data.audio.clip_k must be > 0, got {self.clip_k}")
+        _check(self.gl_iter >= 0 and 0 <= self.gl_momentum < 2, "data.audio.gl_iter must be >= 0 and gl_momentum in [0, 2)")
+        _check(self.gl_init in GL_INITS, f"data.audio.gl_init must be one of {GL_INITS}, got {self.gl_init!r}")
+
+    @property
+    def length(self) -> int:
+        """Audio samples in one model-space sample."""
+        return (self.frames - 1) * self.hop_length
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """What to train on. `modality` and `source` are names the library's registry resolves."""
@@ -42,6 +85,7 @@ class DataConfig:
     height: int = 28
     width: int = 28
     num_workers: int = 0
+    audio: AudioConfig | None = None  # the mel modality's settings
 
     def __post_init__(self):
         _check(self.channels in (1, 3), f"data.channels must be 1 or 3, got {self.channels}")
@@ -177,11 +221,7 @@ class RunConfig:
 
     def override(self, dotted: str, value: Any) -> RunConfig:
         """A copy with one setting changed, e.g. `override("train.steps", 100)`."""
-        section, _, key = dotted.partition(".")
-        if not key:
-            return _replace(self, section, value, "")
-        sub = getattr(self, section, None) if section in _field_names(RunConfig) else None
-        return dataclasses.replace(self, **{section: _replace(sub, key, value, section + ".")})
+        return replace_setting(self, dotted, value)
 
 
 def _plain(x: Any) -> Any:
@@ -197,6 +237,31 @@ def _plain(x: Any) -> Any:
 
 def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
+
+
+def replace_setting(obj, dotted: str, value: Any):
+    """A copy of settings dataclass `obj` with the setting at `dotted` (e.g. "train.steps") replaced.
+
+    `value` may be a string from the command line; it is coerced to the setting's type.
+    """
+    return _override(obj, dotted.split("."), value, "")
+
+
+def _override(obj, keys: list[str], value: Any, prefix: str):
+    """A copy of dataclass `obj` with the setting at path `keys` replaced."""
+    key, rest = keys[0], keys[1:]
+    if not rest:
+        return _replace(obj, key, value, prefix)
+    if not dataclasses.is_dataclass(obj) or key not in _field_names(type(obj)):
+        raise ConfigError(f"unknown setting {prefix + '.'.join(keys)!r}")
+    child = getattr(obj, key)
+    if child is None:  # an optional section not set yet: start from its defaults
+        hint = typing.get_type_hints(type(obj))[key]
+        cls = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
+        if cls is None:
+            raise ConfigError(f"unknown setting {prefix + '.'.join(keys)!r}")
+        child = cls()
+    return dataclasses.replace(obj, **{key: _override(child, rest, value, prefix + key + ".")})
 
 
 def _replace(obj, key: str, value: Any, prefix: str):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from multigan.config import DataConfig, NetConfig, RunConfig, TrainConfig
+from multigan.config import AudioConfig, DataConfig, NetConfig, RunConfig, TrainConfig
 
 
 def mnist_quick() -> RunConfig:
@@ -12,7 +12,7 @@ def mnist_quick() -> RunConfig:
         name="mnist-quick",
         data=DataConfig(modality="image", source="mnist", channels=1, height=28, width=28),
         model=NetConfig(z_dim=64, g_width=48, d_width=48),
-        train=TrainConfig(steps=2500, batch_size=64, ema_decay=0.995, ema_rampup=50,
+        train=TrainConfig(steps=4000, batch_size=64, ema_decay=0.995, ema_rampup=50,
                           log_every=25, preview_every=250, checkpoint_every=500),
     )
 
@@ -28,7 +28,31 @@ def mnist() -> RunConfig:
     )
 
 
+def voice_quick() -> RunConfig:
+    """DCGAN on 64x64 log-mel spectrograms of 1-second clips at 8 kHz (spoken digits, for example)."""
+    return RunConfig(
+        name="voice-quick",
+        data=DataConfig(modality="mel", source="folder", audio=AudioConfig()),
+        model=NetConfig(z_dim=100, g_width=32, d_width=32),
+        train=TrainConfig(steps=3000, batch_size=64, ema_decay=0.995, ema_rampup=100,
+                          log_every=25, preview_every=250, checkpoint_every=500, n_preview=36),
+    )
+
+
+def voice() -> RunConfig:
+    """A longer, wider voice run."""
+    return RunConfig(
+        name="voice",
+        data=DataConfig(modality="mel", source="folder", audio=AudioConfig()),
+        model=NetConfig(z_dim=100, g_width=64, d_width=64),
+        train=TrainConfig(steps=30000, batch_size=64, ema_decay=0.999, ema_rampup=500,
+                          log_every=50, preview_every=1000, checkpoint_every=2000, n_preview=36),
+    )
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "mnist-quick": mnist_quick,
     "mnist": mnist,
+    "voice-quick": voice_quick,
+    "voice": voice,
 }

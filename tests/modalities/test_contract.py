@@ -36,6 +36,7 @@ class Case:
     other_valid_batches: Callable[[int, int], dict[str, Any]] = lambda n, seed: {}  # other accepted forms
     bad_batches: Callable[[int], dict[str, Any]] = lambda n: {}  # batches of the wrong shape
     reaches_ends: bool = False  # make_batch holds both ends of the data range, which encode to exactly -1 and 1
+    files_per_sample: int = 1  # files `save` writes for each sample (besides the one overview)
 
 
 # image ---------------------------------------------------------------------
@@ -86,10 +87,61 @@ def image_cases() -> list[Case]:
     return cases
 
 
+# mel -----------------------------------------------------------------------
+def _waves(n: int, length: int, seed: int, sample_rate: int = 8000) -> torch.Tensor:
+    """float [n, length]: a chirp with a random start frequency plus a little noise, per row."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(length) / sample_rate
+    f0 = 200 + 1500 * torch.rand(n, 1, generator=g)
+    chirp = 0.5 * torch.sin(2 * math.pi * (f0 * t + 400 * t**2))
+    return chirp + 0.01 * torch.randn(n, length, generator=g)
+
+
+def _mel_round_trip(adapter):
+    def check(batch: Any, decoded: Any) -> None:
+        from multigan.modalities.mel import MelArtifacts
+
+        wave = batch[0] if isinstance(batch, (tuple, list)) else batch
+        assert isinstance(decoded, MelArtifacts)
+        assert decoded.waves.shape == wave.shape and torch.isfinite(decoded.waves).all()
+        assert decoded.waves.abs().max() > 1e-3, "decoded audio is silent"
+        expected = adapter.analyze(wave)  # where the normalised value was not clipped, dB survives exactly
+        inside = adapter.normalize(expected).squeeze(1).abs() < 1
+        assert torch.allclose(decoded.mel_db[inside], expected[inside], atol=1e-3)
+        # Griffin-Lim is approximate: the decoded audio's log-mel is close, not equal.
+        again = adapter.analyze(decoded.waves)
+        assert (again - expected).abs().median() < 6.0, "decoded audio does not sound like its spectrogram"
+    return check
+
+
+def mel_cases() -> list[Case]:
+    from multigan.config import AudioConfig
+    from multigan.modalities.mel import MelModality
+
+    audio = AudioConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=24, gl_iter=16)
+    adapter = MelModality.fit(audio, list(_waves(4, 4000, seed=99)))
+    n_mels, frames, length = audio.n_mels, audio.frames, audio.length
+    return [Case(
+        id=f"{n_mels}x{frames}",
+        adapter=adapter,
+        make_batch=lambda n, seed: _waves(n, length, seed),
+        assert_round_trip=_mel_round_trip(adapter),
+        preview_size=lambda n: _grid_size(n, 2 * n_mels, 2 * frames),
+        files_per_sample=2,  # a WAV and a spectrogram PNG
+        other_valid_batches=lambda n, seed: {"(waves, labels)": (_waves(n, length, seed), torch.arange(n))},
+        bad_batches=lambda n: {
+            "one sample short": torch.zeros(n, length - 1),
+            "channel axis": torch.zeros(n, 1, length),
+            "spectrograms": torch.zeros(n, 1, n_mels, frames),
+        },
+    )]
+
+
 # Registry name -> cases. A new adapter in multigan.build.MODALITIES adds its
-# factory here, e.g. "mel": mel_cases.
+# factory here.
 FACTORIES: dict[str, Callable[[], list[Case]]] = {
     "image": image_cases,
+    "mel": mel_cases,
 }
 
 CASES = [(name, case) for name, factory in FACTORIES.items() for case in factory()]
@@ -148,9 +200,10 @@ class TestModalityContract:
         artifacts = case.adapter.decode(case.adapter.encode(case.make_batch(B, 3)))
         out = tmp_path / "new" / "folder"
         paths = case.adapter.save(artifacts, out, prefix="s")
-        assert isinstance(paths, list) and len(paths) == B + 1
+        n_files = B * case.files_per_sample + 1
+        assert isinstance(paths, list) and len(paths) == n_files
         assert all(isinstance(p, Path) for p in paths)
-        assert len({p.name for p in paths}) == B + 1, "files overwrite each other"
+        assert len({p.name for p in paths}) == n_files, "files overwrite each other"
         for p in paths:
             assert p.is_file() and p.stat().st_size > 0, p
             assert p.parent == out and p.name.startswith("s")
@@ -161,6 +214,7 @@ class TestModalityContract:
         stem = tmp_path / "previews" / "step-0000001"
         path = Path(case.adapter.preview(x, stem))
         assert path.parent == stem.parent and path.stem == stem.name and path.is_file()
+        assert all(p.stem == stem.name for p in stem.parent.iterdir()), "preview wrote files under another name"
         with Image.open(path) as im:
             assert im.format == "PNG"
             assert im.size == case.preview_size(B)

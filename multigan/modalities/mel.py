@@ -1,0 +1,176 @@
+"""The mel adapter: waveforms <-> normalised log-mel spectrograms, WAV files out.
+
+Model space is one channel of log-mel, normalised per mel bin with the
+dataset's statistics and clipped at k standard deviations (as SpecGAN does,
+Donahue et al. 2019), scaled to [-1, 1]: x [B, 1, n_mels, frames]. Decoding
+undoes the normalisation, inverts the mel filter bank and runs Griffin-Lim.
+The adapter owns every analysis, normalisation and vocoder setting and its
+statistics; all of it goes into checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from multigan.audio.io import write_wav
+from multigan.audio.spectral import log_mel
+from multigan.audio.vocoder import mel_db_to_wave
+from multigan.config import AudioConfig
+from multigan.errors import DataError
+from multigan.modalities.image import save_grid, save_png
+
+_MIN_STD_DB = 1.0  # a bin with (almost) constant level must not blow up when normalised
+
+
+@dataclass
+class MelArtifacts:
+    """Decoded samples: waveforms [B, T] and their log-mel in dB [B, n_mels, frames]."""
+
+    waves: Tensor
+    mel_db: Tensor
+    sample_rate: int
+
+
+class MelModality:
+    """Log-mel spectrograms of fixed-length clips."""
+
+    name = "mel"
+
+    def __init__(self, audio: AudioConfig, mean: Tensor, std: Tensor):
+        if mean.shape != (audio.n_mels,) or std.shape != (audio.n_mels,):
+            raise DataError(f"mel statistics must have {audio.n_mels} bins, got {tuple(mean.shape)} and {tuple(std.shape)}")
+        self.audio = audio
+        self.mean = mean.detach().float().cpu()
+        self.std = std.detach().float().cpu().clamp_min(_MIN_STD_DB)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (1, self.audio.n_mels, self.audio.frames)
+
+    # data <-> model space ----------------------------------------------------
+    def analyze(self, wave: Tensor) -> Tensor:
+        """wave [..., T] -> log-mel in dB [..., n_mels, frames]."""
+        a = self.audio
+        return log_mel(wave, a.sample_rate, a.n_fft, a.hop_length, a.n_mels, fmin=a.fmin, fmax=a.fmax, htk=a.htk)
+
+    def normalize(self, mel_db: Tensor) -> Tensor:
+        """dB [B, n_mels, frames] -> model space [B, 1, n_mels, frames] in [-1, 1]."""
+        mean, std = self.mean.to(mel_db.device)[:, None], self.std.to(mel_db.device)[:, None]
+        return ((mel_db - mean) / (std * self.audio.clip_k)).clamp(-1, 1).unsqueeze(1)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Model space [B, 1, n_mels, frames] -> dB [B, n_mels, frames]."""
+        mean, std = self.mean.to(x.device)[:, None], self.std.to(x.device)[:, None]
+        return x.squeeze(1).clamp(-1, 1) * (std * self.audio.clip_k) + mean
+
+    def encode(self, batch: Tensor | tuple) -> Tensor:
+        wave = batch[0] if isinstance(batch, (tuple, list)) else batch  # (waves, labels) -> waves
+        if wave.ndim != 2 or wave.shape[1] != self.audio.length:
+            raise DataError(f"expected waveforms [B, {self.audio.length}] (frames - 1) * hop_length samples, "
+                            f"got {list(wave.shape)}")
+        return self.normalize(self.analyze(wave.float()))
+
+    def decode(self, x: Tensor, generator: torch.Generator | None = None) -> MelArtifacts:
+        a = self.audio
+        mel_db = self.denormalize(x.detach().float())
+        waves = mel_db_to_wave(mel_db, sample_rate=a.sample_rate, n_fft=a.n_fft, hop_length=a.hop_length, fmin=a.fmin,
+                               fmax=a.fmax, htk=a.htk, n_iter=a.gl_iter, momentum=a.gl_momentum, init=a.gl_init,
+                               length=a.length, generator=generator or torch.Generator().manual_seed(0))
+        return MelArtifacts(waves.cpu(), mel_db.cpu(), a.sample_rate)
+
+    # files --------------------------------------------------------------------
+    def save(self, artifacts: MelArtifacts, out_dir: Path, prefix: str = "sample") -> list[Path]:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        images = self._images(artifacts.mel_db)
+        paths: list[Path] = []
+        for i, (wave, image) in enumerate(zip(artifacts.waves, images)):
+            paths.append(write_wav(out_dir / f"{prefix}-{i:04d}.wav", wave, artifacts.sample_rate))
+            paths.append(save_png(image, out_dir / f"{prefix}-{i:04d}.png"))
+        paths.append(save_grid(images, out_dir / f"{prefix}-grid.png"))
+        return paths
+
+    def preview(self, x: Tensor, stem: Path) -> Path:
+        """A grid of spectrograms, and beside it a WAV of the first 8 samples in a row."""
+        stem = Path(stem)
+        path = save_grid(self._images(self.denormalize(x.detach().float().cpu())), stem.with_suffix(".png"))
+        first = self.decode(x[:8].cpu(), generator=torch.Generator().manual_seed(0))
+        gap = torch.zeros(self.audio.sample_rate // 4)
+        write_wav(stem.with_suffix(".wav"), torch.cat([torch.cat([w, gap]) for w in first.waves]), first.sample_rate)
+        return path
+
+    def _images(self, mel_db: Tensor) -> Tensor:
+        """dB [B, n_mels, frames] -> uint8 RGB [B, 3, n_mels * 2, frames * 2], low frequencies at the bottom."""
+        lo = (self.mean - self.audio.clip_k * self.std)[:, None]
+        hi = (self.mean + self.audio.clip_k * self.std)[:, None]
+        level = ((mel_db - lo) / (hi - lo)).clamp(0, 1).flip(-2)  # [B, n_mels, frames] in [0, 1]
+        rgb = colormap(level)  # [B, 3, n_mels, frames]
+        return rgb.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+    # state ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"audio": dataclasses.asdict(self.audio), "mean": self.mean.clone(), "std": self.std.clone()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> MelModality:
+        return cls(AudioConfig(**state["audio"]), state["mean"], state["std"])
+
+    @classmethod
+    def fit(cls, audio: AudioConfig, waveforms: Sequence[Tensor], *, cache_dir: str | os.PathLike | None = None,
+            cache_key: str | None = None) -> MelModality:
+        """The adapter with per-bin mean and std of log-mel over every frame of `waveforms`.
+
+        With `cache_dir` and `cache_key` (which must identify the clips), the
+        statistics are computed once and read back on later runs.
+        """
+        path = None
+        if cache_dir is not None and cache_key is not None:
+            digest = hashlib.sha256(json.dumps([cache_key, dataclasses.asdict(audio)], sort_keys=True).encode()).hexdigest()[:24]
+            path = Path(cache_dir) / "mel-stats" / f"{digest}.json"
+            try:
+                saved = json.loads(path.read_text())
+                return cls(audio, torch.tensor(saved["mean"]), torch.tensor(saved["std"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no cache yet, or a damaged one: compute again
+        adapter = cls(audio, torch.zeros(audio.n_mels), torch.ones(audio.n_mels))
+        total = torch.zeros(audio.n_mels, dtype=torch.float64)
+        total_sq = torch.zeros(audio.n_mels, dtype=torch.float64)
+        count = 0
+        for wave in waveforms:
+            db = adapter.analyze(torch.as_tensor(wave, dtype=torch.float32)).double()  # [n_mels, frames]
+            total += db.sum(1)
+            total_sq += (db**2).sum(1)
+            count += db.shape[1]
+        if count == 0:
+            raise DataError("no audio to compute mel statistics from")
+        mean = total / count
+        std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
+            os.replace(tmp, path)
+        return cls(audio, mean.float(), std.float())
+
+
+# A perceptually ordered dark-to-bright colour ramp (close to matplotlib's magma).
+_RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+                  [250, 193, 39], [252, 253, 191]], dtype=np.float32)
+
+
+def colormap(level: Tensor) -> Tensor:
+    """level [...] in [0, 1] -> uint8 RGB [..., 3, *level.shape[-2:]] on the CPU."""
+    x = level.detach().float().cpu().numpy()
+    stops = np.linspace(0, 1, len(_RAMP))
+    rgb = np.stack([np.interp(x, stops, _RAMP[:, c]) for c in range(3)], axis=-3)
+    return torch.from_numpy(np.rint(rgb).astype(np.uint8))

@@ -78,12 +78,20 @@ def _apply_flags(cfg, args):
     for key, value in flags.items():
         if value is not None:
             cfg = cfg.override(key, value)
-    for item in args.set or []:
+    for key, value in _set_items(args.set):
+        cfg = cfg.override(key, value)
+    return cfg
+
+
+def _set_items(items: list[str] | None) -> list[tuple[str, str]]:
+    """--set KEY=VALUE items as (key, value) pairs."""
+    pairs = []
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        cfg = cfg.override(key.strip(), value.strip())
-    return cfg
+        pairs.append((key.strip(), value.strip()))
+    return pairs
 
 
 def cmd_train(args) -> int:
@@ -173,11 +181,8 @@ def cmd_vocode(args) -> int:
             raise ConfigError(f"{args.checkpoint} is not an audio checkpoint")
     else:
         audio = AudioConfig()
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        audio = replace_setting(audio, key.strip(), value.strip())
+    for key, value in _set_items(args.set):
+        audio = replace_setting(audio, key, value)
     files = [source] if source.is_file() else find_audio_files(source)
     if not files:
         raise MultiganError(f"no audio files under {source}")

@@ -49,7 +49,10 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     if not np.isfinite(wave).all():
         raise DataError(f"cannot read {path}: non-finite samples (NaN or inf)")
     if file_rate != sample_rate:
-        wave = librosa.resample(wave, orig_sr=file_rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
+        try:
+            wave = librosa.resample(wave, orig_sr=file_rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
+        except Exception as e:  # a bogus rate in the header (0 Hz, ...) gives ParameterError, MemoryError, ...
+            raise DataError(f"cannot read {path}: cannot resample from {file_rate} Hz ({type(e).__name__})") from None
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

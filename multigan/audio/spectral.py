@@ -33,23 +33,10 @@ def stft(wave: Tensor, n_fft: int, hop_length: int, win_length: int | None = Non
     in the middle, as librosa does.
     """
     window = hann_window(win_length or n_fft, device=wave.device, dtype=wave.dtype)
-    return _stft(wave, n_fft, hop_length, window, center)
-
-
-def _stft(wave: Tensor, n_fft: int, hop_length: int, window: Tensor, center: bool) -> Tensor:
-    """`stft` with a window made by the caller (griffin_lim reuses one). wave: [..., T]"""
     lead, T = wave.shape[:-1], wave.shape[-1]
-    spec = torch.stft(wave.reshape(-1, T), n_fft, hop_length=hop_length, win_length=window.shape[-1], window=window,
+    spec = torch.stft(wave.reshape(-1, T), n_fft, hop_length=hop_length, win_length=window.shape[0], window=window,
                       center=center, pad_mode="constant", return_complex=True)  # [B, F, frames]
     return spec.reshape(lead + spec.shape[-2:])
-
-
-def _istft(spec: Tensor, n_fft: int, hop_length: int, window: Tensor, center: bool, length: int | None) -> Tensor:
-    """Inverse of `_stft` by weighted overlap-add, as librosa.istft. spec: [..., F, frames] -> [..., T]"""
-    lead = spec.shape[:-2]
-    wave = torch.istft(spec.reshape((-1,) + spec.shape[-2:]), n_fft, hop_length=hop_length, win_length=window.shape[-1],
-                       window=window, center=center, length=length)  # [B, T]
-    return wave.reshape(lead + wave.shape[-1:])
 
 
 def magnitude(wave: Tensor, n_fft: int, hop_length: int, win_length: int | None = None, center: bool = True,

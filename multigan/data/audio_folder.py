@@ -19,6 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from multigan.audio import io as audio_io
 from multigan.data.cache import default_cache_dir
+from multigan.data.files import class_indices, find_files, subfolder_names
 from multigan.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,7 @@ def find_audio_files(root: str | os.PathLike) -> list[Path]:
     Matches `AUDIO_EXTENSIONS` in any letter case; hidden files and folders
     (name starting with ".") are left out.
     """
-    root = Path(root)
-    files = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if not name.startswith(".") and name.lower().endswith(AUDIO_EXTENSIONS):
-                files.append(Path(folder, name))
-    return sorted(files, key=lambda p: p.relative_to(root).parts)
+    return find_files(root, AUDIO_EXTENSIONS)
 
 
 def fsdd_split(split: str) -> Callable[[Path], bool]:
@@ -268,7 +262,7 @@ def _process(path: Path, sample_rate: int, trim_db: float | None, min_rms: float
     wave = audio_io.trim_silence(wave, trim_db)
     if wave.size == 0:
         return None, f"nothing left after trimming at {trim_db:g} dB"
-    return np.ascontiguousarray(wave, dtype=np.float32), None
+    return np.array(wave, dtype=np.float32), None  # a copy: the trimmed view would keep the whole clip alive
 
 
 def _cache_key(path: Path, stat: os.stat_result, settings: dict) -> str:
@@ -323,15 +317,10 @@ def _labels(
     all_match = bool(matches) and all(m is not None for m in matches)
     speakers = [m["speaker"] for m in matches] if all_match and "speaker" in pattern.groupindex else None
 
-    parts = [p.relative_to(root).parts for p in files]
-    if all(len(rel) >= 2 for rel in parts):
-        names = [rel[0] for rel in parts]
-    elif all_match and "label" in pattern.groupindex:
+    names = subfolder_names(root, files)
+    if names is None and all_match and "label" in pattern.groupindex:
         names = [m["label"] for m in matches]
-    else:
+    if names is None:
         return None, None, speakers
-    distinct = set(names)
-    order = (lambda n: (int(n), n)) if all(n.isdigit() for n in distinct) else None
-    class_names = sorted(distinct, key=order)
-    index = {name: i for i, name in enumerate(class_names)}
-    return torch.tensor([index[n] for n in names], dtype=torch.int64), class_names, speakers
+    labels, class_names = class_indices(names)
+    return labels, class_names, speakers

@@ -11,6 +11,7 @@ from PIL import Image, ImageFile, ImageOps
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from multigan.data.files import class_indices, find_files, subfolder_names
 from multigan.data.tensors import ImageTensorDataset
 from multigan.errors import ConfigError, DataError
 
@@ -30,14 +31,7 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
     Matches `IMAGE_EXTENSIONS` in any letter case; hidden files and folders
     (name starting with ".") are left out.
     """
-    root = Path(root)
-    files = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                files.append(Path(folder, name))
-    return sorted(files, key=lambda p: p.relative_to(root).parts)
+    return find_files(root, IMAGE_EXTENSIONS)
 
 
 def load_image_folder(
@@ -158,9 +152,5 @@ def _cover_and_centre_crop(im: Image.Image, width: int, height: int) -> Image.Im
 
 
 def _folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor | None, list[str] | None]:
-    parts = [p.relative_to(root).parts for p in files]
-    if any(len(rel) < 2 for rel in parts):  # some image sits directly in root: no classes
-        return None, None
-    class_names = sorted({rel[0] for rel in parts})
-    index = {name: i for i, name in enumerate(class_names)}
-    return torch.tensor([index[rel[0]] for rel in parts], dtype=torch.int64), class_names
+    names = subfolder_names(root, files)
+    return class_indices(names) if names is not None else (None, None)

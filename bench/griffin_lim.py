@@ -51,6 +51,16 @@ def load_clips(folder: Path, n: int, samples: int) -> torch.Tensor:
     return waves
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux), summed over cores."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Seconds and mean spectral convergence of multigan's batched fast Griffin-Lim against "
@@ -112,14 +122,19 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         torchaudio_note = "torchaudio is not installed: its row is skipped"
 
-    def timed(run: Callable[[], object]) -> tuple[float, object]:
+    def timed(run: Callable[[], object]) -> tuple[float, float | None, object]:
+        """Seconds, the share of the machine's CPU that other processes used meanwhile, and run's result."""
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        busy, own, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
         out = run()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start, out
+        seconds = time.perf_counter() - start
+        busy_after, own_after = machine_busy_seconds(), time.process_time()
+        others = None if busy is None or busy_after is None else \
+            max(0.0, (busy_after - busy) - (own_after - own)) / (seconds * (os.cpu_count() or 1))
+        return seconds, others, out
 
     # Warm-up: librosa's numba kernels compile on first use, torch sets up its FFT plans.
     librosa.griffinlim(S_np[:2], n_iter=2, hop_length=HOP, n_fft=N_FFT, init=None, length=T)
@@ -129,29 +144,40 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.clips} clips x {T / SR:.1f} s at {SR} Hz from {args.data}; n_fft {N_FFT}, hop {HOP}, float32, "
           f"batch [{', '.join(map(str, S.shape))}]")
     print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} torch threads; librosa {librosa.__version__} "
-          f"(numpy FFT, one thread); load average before {os.getloadavg()[0]:.2f}")
+          f"(numpy FFT, one thread)")
     print(torchaudio_note)
     times: list[list[float]] = [[] for _ in rows]
+    loads: list[list[float]] = [[] for _ in rows]
     outputs: list[object] = [None] * len(rows)
     for _ in range(args.repeats):
         for i, (_, _, _, run) in enumerate(rows):
-            seconds, outputs[i] = timed(run)
+            seconds, others, outputs[i] = timed(run)
             times[i].append(seconds)
+            if others is not None:
+                loads[i].append(others)
 
     target = S.double()
     base = statistics.median(times[0])
     print()
-    print(f"{'method':<22}  {'init':<6}  {'n_iter':>6}  {'seconds':>8}  {'mean SC':>8}  {'speed vs librosa zeros':>22}")
-    for (name, init, iters, _), t, wave in zip(rows, times, outputs):
+    print(f"{'method':<22}  {'init':<6}  {'n_iter':>6}  {'seconds':>8}  {'mean SC':>8}  {'speed vs librosa zeros':>22}  "
+          f"{'other load':>10}")
+    busiest = 0.0
+    for (name, init, iters, _), t, load, wave in zip(rows, times, loads, outputs):
         wave = torch.as_tensor(wave).to("cpu", torch.float64)
         sc = spectral_convergence(target, magnitude(wave, N_FFT, HOP)).mean().item()
         seconds = statistics.median(t)
-        print(f"{name:<22}  {init:<6}  {iters:>6}  {seconds:>8.3f}  {sc:>8.4f}  {base / seconds:>21.1f}x")
+        others = f"{100 * statistics.median(load):.0f}%" if load else "n/a"
+        busiest = max([busiest] + load)
+        print(f"{name:<22}  {init:<6}  {iters:>6}  {seconds:>8.3f}  {sc:>8.4f}  {base / seconds:>21.1f}x  {others:>10}")
     print()
     print(f"seconds: median of {args.repeats} rounds for the whole batch; mean SC: ||S - |STFT(x)| || / ||S|| per clip, "
-          f"mean over clips (lower is better); load average after {os.getloadavg()[0]:.2f}")
+          f"mean over clips (lower is better); other load: median share of the machine's CPU that other processes used")
     print(f"like for like (zero phase, {n_iter} iterations): multigan is {base / statistics.median(times[1]):.1f}x librosa's "
           f"speed (target >= 8x)")
+    if busiest > 0.1 and torch.get_num_threads() > 1 and device.type == "cpu":
+        print(f"note: other processes took up to {100 * busiest:.0f}% of the CPU; torch's {torch.get_num_threads()} threads "
+              f"then wait for each other and its rows slow down many times over: re-run when the machine is quiet, "
+              f"or with --threads 1")
 
 
 if __name__ == "__main__":

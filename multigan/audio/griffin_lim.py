@@ -140,26 +140,29 @@ def griffin_lim(magnitude: Tensor, n_fft: int, hop_length: int, n_iter: int = 32
     frame_weight = window * keep[:padded].unfold(0, n_fft, hop_length)
 
     # Frames-major [B, frames, F], so each FFT runs over contiguous memory.
-    S = magnitude.reshape(-1, n_freq, n_frames)  # [B, F, frames]
-    phase = initial_phase(magnitude, n_fft, hop_length, init, win_length, generator).reshape(S.shape)
-    spec = torch.polar(S, phase).transpose(1, 2).contiguous()
-    S2 = S.transpose(1, 2).unsqueeze(-1).expand(*spec.shape, 2).contiguous()  # [B, frames, F, 2], as view_as_real(spec)
+    S = magnitude.reshape(-1, n_freq, n_frames).transpose(1, 2).contiguous()  # [B, frames, F]
+    phase = initial_phase(magnitude, n_fft, hop_length, init, win_length, generator).reshape(-1, n_freq, n_frames).mT
+    spec = torch.complex(S * torch.cos(phase), S * torch.sin(phase)).contiguous()  # torch.polar is 3x slower on CPU
+    S2 = S.unsqueeze(-1).expand(*S.shape, 2).contiguous()  # [B, frames, F, 2], as view_as_real(spec)
     # On a CPU, chunks of the batch (CPU_CHUNK_BYTES per thread): about a
     # third faster than the whole batch at once on one thread.
     B = spec.shape[0]
     per_example = spec[0:1].numel() * spec.element_size() or 1
-    chunk = B if device.type != "cpu" else max(1, CPU_CHUNK_BYTES * torch.get_num_threads() // per_example)
-    wave = torch.cat([_fast_griffin_lim(spec[i:i + chunk], S2[i:i + chunk], n_iter, momentum, window, frame_weight,
-                                        hop_length, size, padded) for i in range(0, B, chunk)]) if B else spec.real.new_zeros(0, size)
+    chunk = max(1, B if device.type != "cpu" else CPU_CHUNK_BYTES * torch.get_num_threads() // per_example)
+    wave = spec.real.new_empty(B, size)
+    for i in range(0, B, chunk):
+        _fast_griffin_lim(spec[i:i + chunk], S2[i:i + chunk], n_iter, momentum, window, frame_weight, hop_length, padded,
+                          out=wave[i:i + chunk])
     return (wave[:, half:half + length] * inverse[half:half + length]).reshape(lead + (length,))
 
 
 def _fast_griffin_lim(spec: Tensor, S2: Tensor, n_iter: int, momentum: float, window: Tensor, frame_weight: Tensor,
-                      hop_length: int, size: int, padded: int) -> Tensor:
+                      hop_length: int, padded: int, out: Tensor) -> Tensor:
     """The iterations of `griffin_lim` from spec: [B, frames, F] complex, S2: |spec| as [B, frames, F, 2].
 
-    Returns the overlap-added last estimate [B, size], before the window-sum
-    normalisation. spec is overwritten.
+    Writes the overlap-added last estimate, before the window-sum
+    normalisation, into out [B, size] (also a buffer meanwhile), and returns
+    it. spec is overwritten.
     """
     n_fft = window.shape[0]
     alpha = momentum / (1.0 + momentum)
@@ -169,7 +172,7 @@ def _fast_griffin_lim(spec: Tensor, S2: Tensor, n_iter: int, momentum: float, wi
     # phase and imposes S: z -> S z / |z| (librosa divides by |z| + tiny; 0 stays 0).
     # Buffers written in place on every iteration: fresh multi-MiB tensors would
     # each be page-faulted in again on CPU.
-    wave = spec.real.new_empty(spec.shape[0], size)
+    wave, size = out, out.shape[1]
     frames = spec.real.new_empty(spec.shape[0], spec.shape[1], n_fft)
     target = torch.empty_like(spec)
     prev = None

@@ -101,7 +101,7 @@ def test_same_seed_gives_bitwise_identical_runs(tmp_path):
 def test_train_run_is_reproducible_within_one_process(tmp_path, monkeypatch):
     # build.train_run builds G and D from the global RNG before train() seeds it,
     # so the initial weights depend on whatever ran before (here: the first run).
-    monkeypatch.setattr(build, "load_data", lambda data_cfg: (DATASET, ImageModality(*SHAPE)))
+    monkeypatch.setattr(build, "load_data", lambda data_cfg, progress=True: (DATASET, ImageModality(*SHAPE)))
     cfg = _cfg(steps=2)
     a = load_checkpoint(build.train_run(cfg, tmp_path / "a", progress=False))
     b = load_checkpoint(build.train_run(cfg, tmp_path / "b", progress=False))

@@ -44,6 +44,7 @@ from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
 from multigan.presets import mnist_quick
 from multigan.runtime import keep_freed_memory
+from machine_load import machine_busy_seconds  # bench/, beside this script
 
 SHAPE = (1, 28, 28)
 NEVER = 10**9  # an interval no run reaches
@@ -187,16 +188,6 @@ class PeakRSS:
             self.peak = max(self.peak, _rss_bytes() or 0)
 
 
-def _machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have spent busy since boot (Linux), summed over cores."""
-    try:
-        with open("/proc/stat") as f:
-            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _minor_faults() -> int | None:
     try:
         import resource
@@ -224,13 +215,13 @@ def measure(run: Callable[[], None], device: torch.device) -> Measurement:
         before = torch.cuda.memory_allocated(device)
     else:
         before = _rss_bytes()
-    busy0, own0, faults0 = _machine_busy_seconds(), time.process_time(), _minor_faults()
+    busy0, own0, faults0 = machine_busy_seconds(), time.process_time(), _minor_faults()
     with contextlib.nullcontext() if cuda else PeakRSS() as rss:
         t0 = time.perf_counter()
         run()
         _sync(device)
         seconds = time.perf_counter() - t0
-    busy1, own1, faults1 = _machine_busy_seconds(), time.process_time(), _minor_faults()
+    busy1, own1, faults1 = machine_busy_seconds(), time.process_time(), _minor_faults()
     if cuda:
         peak = torch.cuda.max_memory_allocated(device) - before
     else:

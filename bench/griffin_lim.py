@@ -31,6 +31,7 @@ import torch
 
 from multigan.audio.griffin_lim import griffin_lim
 from multigan.audio.spectral import magnitude, spectral_convergence
+from machine_load import machine_busy_seconds  # bench/, beside this script
 
 SR, N_FFT, HOP = 8000, 256, 64
 RECORDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
@@ -49,16 +50,6 @@ def load_clips(folder: Path, n: int, samples: int) -> torch.Tensor:
         y = y[:samples]
         waves[i, :len(y)] = torch.from_numpy(y)
     return waves
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have spent busy since boot (Linux), summed over cores."""
-    try:
-        with open("/proc/stat") as f:
-            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,7 +6,6 @@ import math
 import librosa
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from multigan.audio.griffin_lim import griffin_lim, initial_phase
@@ -16,21 +15,7 @@ N_FFT, HOP, N_ITER = 256, 64, 32
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On 2 cores shared with other processes, OpenMP threads waiting for each
-    # other make these small per-op tensors tens of times slower (seen: 40x).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def clips(shared_data) -> list[np.ndarray]:
-    """8 FSDD recordings (digits 0-8, four speakers), float64 in [-1, 1]."""
-    paths = sorted((shared_data / "fsdd" / "recordings").glob("*.wav"))[::375][:8]
-    return [sf.read(p, dtype="float64")[0] for p in paths]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

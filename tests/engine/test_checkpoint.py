@@ -21,6 +21,7 @@ from multigan.engine.checkpoint import (
     update_latest,
 )
 from multigan.errors import CheckpointError
+from same_state import assert_same
 
 
 def _state(step: int = 3) -> dict:
@@ -32,23 +33,6 @@ def _state(step: int = 3) -> dict:
             "G": net.state_dict(), "opt_G": opt.state_dict(), "rng": ckpt.rng_state()}
 
 
-def _assert_same(a, b, where="state"):
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        assert same, f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 # Round trip -------------------------------------------------------------------
 def test_save_load_round_trip(tmp_path):
     state = _state()
@@ -56,7 +40,7 @@ def test_save_load_round_trip(tmp_path):
     assert path == tmp_path / "sub" / "step-0000003.pt"
     loaded = load_checkpoint(path)
     assert loaded["format"] == ckpt.FORMAT and loaded["version"] == ckpt.VERSION
-    _assert_same({k: loaded[k] for k in state}, state)
+    assert_same({k: loaded[k] for k in state}, state)
     assert "format" not in state  # the caller's dict is not modified
 
 

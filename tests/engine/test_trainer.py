@@ -27,6 +27,7 @@ from multigan.engine.trainer import IndexStream, train
 from multigan.errors import CheckpointError, ConfigError
 from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
+from same_state import assert_same
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (1, 16, 16)
@@ -34,14 +35,7 @@ DATASET = ImageTensorDataset(torch.randint(0, 256, (256,) + SHAPE, dtype=torch.u
 LOG_KEYS = {"step", "d_adv", "g_adv", "d_real", "d_fake", "grad_norm_D", "grad_norm_G", "img_per_s"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On 2 cores shared with other processes, OpenMP threads spinning against
-    # each other make these tiny convolutions up to 100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(steps=6, kind="nonsaturating", weights=None, d_norm="batch", **train_settings) -> RunConfig:
@@ -62,24 +56,6 @@ def _run(cfg: RunConfig, run_dir: Path, resume=None) -> Path:
     return train(cfg, ImageModality(*SHAPE), G, D, DATASET, run_dir, resume=resume, progress=False)
 
 
-def _assert_same(a, b, where="state"):
-    """Bitwise equality of nested dicts/lists of tensors and plain values."""
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        assert same, f"{where} differs"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def _log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
@@ -91,7 +67,7 @@ def test_same_seed_gives_bitwise_identical_runs(tmp_path):
     b = load_checkpoint(_run(cfg, tmp_path / "b"))
     assert a["step"] == b["step"] == 5
     for key in ("G", "D", "G_ema", "opt_G", "opt_D", "noise", "rng"):
-        _assert_same(a[key], b[key], key)
+        assert_same(a[key], b[key], key)
 
     c = load_checkpoint(_run(cfg.override("train.seed", 1), tmp_path / "c"))
     for key in ("G", "D", "G_ema"):
@@ -106,7 +82,7 @@ def test_train_run_is_reproducible_within_one_process(tmp_path, monkeypatch):
     a = load_checkpoint(build.train_run(cfg, tmp_path / "a", progress=False))
     b = load_checkpoint(build.train_run(cfg, tmp_path / "b", progress=False))
     for key in ("G", "D"):
-        _assert_same(a[key], b[key], key)
+        assert_same(a[key], b[key], key)
 
 
 # Exact resume -----------------------------------------------------------------
@@ -130,7 +106,7 @@ def test_resume_is_exact(tmp_path, case):
 
     assert resumed["step"] == straight["step"] == 2 * n
     for key in ("G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D", "noise", "rng"):
-        _assert_same(straight[key], resumed[key], key)
+        assert_same(straight[key], resumed[key], key)
     assert any(not torch.equal(halfway[k], resumed["G"][k]) for k in halfway), "the resumed run did not train"
     # The penalty really ran (its log key exists and is positive).
     for term in ("gp", "r1"):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from multigan.config import AudioConfig, DataConfig, NetConfig, RunConfig
+from multigan.config import AudioConfig, DataConfig, EvalConfig, NetConfig, RunConfig
 from multigan.errors import CheckpointError, ConfigError
 from multigan.modalities.base import Modality
 from multigan.modalities.image import ImageModality
@@ -66,6 +66,12 @@ MODALITIES: dict[str, Any] = {
     "image": ImageModality,
     "mel": MelModality,
 }
+# modality name -> its feature network in assets/, for evaluation
+FEATURE_NETS: dict[str, str] = {
+    "image": "digit-classifier.pt",
+    "mel": "spoken-digit-classifier.pt",
+}
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # name -> builder of (G, D) for a sample shape
 NETS: dict[str, Callable[[NetConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]] = {
     "dcgan": dcgan.build,
@@ -90,12 +96,37 @@ def build_nets(cfg: NetConfig, shape: tuple[int, ...]) -> tuple[nn.Module, nn.Mo
 
 def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None = None, progress: bool = True) -> Path:
     """Load the data, build the networks and train; returns the last checkpoint."""
-    from multigan.engine.trainer import train
+    from multigan.engine.trainer import pick_device, train
 
     dataset, modality = load_data(cfg.data, progress=progress)
+    evaluate = None
+    if cfg.eval.every:
+        evaluate = make_evaluator(cfg.eval, modality, dataset, device=pick_device(cfg.train.device))
     torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
     G, D = build_nets(cfg.model, modality.shape)
-    return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress)
+    return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress, evaluate=evaluate)
+
+
+def feature_net_path(modality_name: str, override: str | Path = "") -> Path:
+    """The feature network file that evaluates a modality: `override`, or the one in assets/."""
+    if override:
+        path = Path(override).expanduser()
+    else:
+        path = ASSETS / _lookup(FEATURE_NETS, modality_name, "modality with a feature network")
+    if not path.is_file():
+        raise ConfigError(f"feature network not found: {path}")
+    return path
+
+
+def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str | torch.device = "cpu", seed: int = 0):
+    """An `Evaluator` of generators of `modality` against `dataset` (its features are cached)."""
+    from multigan.data.cache import default_cache_dir
+    from multigan.metrics.evaluate import Evaluator, reference_set
+    from multigan.metrics.features import load_feature_net
+
+    extractor = load_feature_net(feature_net_path(modality.name, cfg.features), device=device)
+    reference = reference_set(extractor, dataset, cache_dir=default_cache_dir(), batch_size=max(cfg.batch_size, 500))
+    return Evaluator(modality, extractor, reference, n=cfg.n, batch_size=cfg.batch_size, seed=seed)
 
 
 @dataclass
@@ -125,3 +156,25 @@ def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
     except (KeyError, RuntimeError, ConfigError) as e:
         raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
     return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path)
+
+
+def evaluate_checkpoint(path: str | Path, *, n: int = 2000, data_root: str | None = None, features: str = "",
+                        device: str | torch.device = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Figures of a checkpoint's EMA generator against the data it was trained on (or `data_root`)."""
+    import dataclasses
+
+    restored = restore(path, device=device)
+    data = restored.config.data if data_root is None else dataclasses.replace(restored.config.data, root=data_root)
+    dataset, _ = load_data(data, progress=progress)
+    evaluator = make_evaluator(EvalConfig(n=n, features=features), restored.modality, dataset, device=device, seed=seed)
+    figures = evaluator(restored.G)
+    return {
+        "checkpoint": str(restored.path.resolve()),
+        "step": restored.step,
+        **figures,
+        "seed": seed,
+        "reference_items": len(evaluator.reference),
+        "reference_data": str(data.root or data.source),
+        "features": str(feature_net_path(restored.modality.name, features)),
+        "features_test_accuracy": evaluator.extractor.test_accuracy,
+    }

@@ -161,6 +161,40 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    path = _existing_file(args.checkpoint, "checkpoint")
+    from multigan.build import evaluate_checkpoint
+    from multigan.engine.trainer import pick_device
+    from multigan.metrics.evaluate import format_table
+
+    result = evaluate_checkpoint(path, n=args.n, data_root=args.data_root, features=args.features or "",
+                                 device=pick_device(args.device), seed=args.seed, progress=not args.quiet)
+    if args.out:
+        out = Path(args.out)
+    elif path.is_dir():
+        out = path / "evaluation.json"
+    elif path.parent.name == "checkpoints":
+        out = path.parent.parent / "evaluation.json"
+    else:
+        out = path.with_name(f"{path.stem}-evaluation.json")
+    _writable_dir(out.parent)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['checkpoint']} (step {result['step']}): {result['n']} samples against "
+          f"{result['reference_items']:,} items of {result['reference_data']}")
+    print(format_table({"generated": result}))
+    print(f"figures: {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from multigan.report import write_report
+
+    page = write_report(args.run_dir, args.out)
+    print(f"report: {page}")
+    print(f"open:   {page.resolve().as_uri()}")
+    return 0
+
+
 def cmd_vocode(args) -> int:
     """Real clips through log-mel and back with Griffin-Lim: the vocoder's ceiling."""
     source = _existing_file(args.input, "input")
@@ -314,6 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint", metavar="CHECKPOINT")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("evaluate", help="measure a checkpoint: FID, KID, classifier score, coverage, precision, recall",
+                       description="Generate N samples from a checkpoint's EMA generator and measure them against the "
+                                   "data it was trained on, on the features of a small classifier kept in assets/ "
+                                   "(digits for MNIST, spoken digits for voice clips; sounds are measured after "
+                                   "Griffin-Lim). Prints a table and writes the figures as JSON.")
+    e.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint, or a run folder (its latest checkpoint)")
+    e.add_argument("--n", type=_positive_int, default=2000, help="number of generated samples (default 2000)")
+    e.add_argument("--data-root", metavar="PATH", help="the reference data (default: the folder the run trained on)")
+    e.add_argument("--features", metavar="FILE", help="a feature network file (default: the one in assets/)")
+    e.add_argument("--out", metavar="FILE", help="JSON file (default: RUN/evaluation.json)")
+    e.add_argument("--seed", type=_int, default=0, help="noise seed (default 0)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("report", help="write a static HTML page of a run: curves, previews, samples, audio players",
+                       description="Write an HTML page of a run folder: loss, score and metric curves, health events, "
+                                   "preview grids over time, samples with audio players. It opens from the file "
+                                   "system: no server, no network.")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `multigan train`")
+    r.add_argument("--out", metavar="DIR", help="folder for index.html and its plots (default: RUN_DIR/report)")
+    r.set_defaults(func=cmd_report)
     return parser
 
 

@@ -164,13 +164,35 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     n_preview: int = 64
+    # Guard against divergence: on non-finite losses or weights, go back to the
+    # last good state with the learning rates times `nan_lr_factor`; stop after
+    # `nan_retries` such restarts.
+    nan_lr_factor: float = 0.5
+    nan_retries: int = 3
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "n_critic", "log_every", "preview_every", "checkpoint_every", "keep_checkpoints", "n_preview"):
             _check(int(getattr(self, name)) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
+        _check(0.0 < self.nan_lr_factor <= 1.0, f"train.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+        _check(self.nan_retries >= 0, f"train.nan_retries must be >= 0, got {self.nan_retries}")
         _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.ema_rampup >= 0, f"train.ema_rampup must be >= 0, got {self.ema_rampup}")
         _check(self.device in DEVICES, f"train.device must be one of {DEVICES}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation during training on a feature network (see multigan/metrics/)."""
+
+    every: int = 0  # steps between evaluations; 0: never
+    n: int = 2000  # generated samples per evaluation
+    features: str = ""  # a feature network file; "": the one assets/ holds for the modality
+    batch_size: int = 250
+
+    def __post_init__(self):
+        _check(self.every >= 0, f"eval.every must be >= 0 (0: no evaluation), got {self.every}")
+        _check(self.n >= 10, f"eval.n must be >= 10, got {self.n}")
+        _check(self.batch_size >= 1, f"eval.batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +205,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
         penalty = self.loss.weights["gp"] > 0

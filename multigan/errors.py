@@ -15,3 +15,7 @@ class DataError(MultiganError):
 
 class CheckpointError(MultiganError):
     """A checkpoint is missing, unreadable or not a multigan checkpoint."""
+
+
+class TrainingDiverged(MultiganError):
+    """Losses or weights stayed non-finite after the restarts the settings allow."""

@@ -12,6 +12,7 @@ one, never half of one.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -128,6 +129,24 @@ def update_latest(folder: str | os.PathLike, target: Path) -> Path:
         shutil.copyfile(target, tmp)
     os.replace(tmp, latest)
     return latest
+
+
+def write_json_atomic(path: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Write a small JSON record beside the checkpoints, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def best_record(folder: str | os.PathLike) -> dict[str, Any]:
+    """The record of the best checkpoint in `folder` (`best.json`: step, fid, path), or {} if none."""
+    try:
+        record = json.loads((Path(folder) / "best.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 # RNG state ---------------------------------------------------------------

@@ -3,8 +3,9 @@
 One `train()` runs a list of phases (n_critic discriminator steps, then one
 generator step) through one executor. The modality adapter turns data
 batches into model-space tensors and model-space tensors into previews; the
-loss object owns the adversarial maths. Maintenance (log, preview,
-checkpoint) happens behind one "every N steps" check per step.
+loss object owns the adversarial maths. Maintenance (log, health check,
+evaluation, preview, checkpoint) happens behind one "every N steps" check
+per step.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from multigan.engine import checkpoint as ckpt
 from multigan.engine.losses import LOSSES, AdversarialLoss
 from multigan.engine.optim import ema_beta, ema_update, make_optimizer
 from multigan.engine.penalties import gradient_penalty, r1_penalty
-from multigan.errors import CheckpointError, ConfigError
+from multigan.errors import CheckpointError, ConfigError, TrainingDiverged
 from multigan.modalities.base import Modality
 from multigan.runtime import keep_freed_memory
 
@@ -124,11 +125,18 @@ def train(
     *,
     resume: str | Path | None = None,
     progress: bool = True,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> Path:
     """Train G against D on `dataset`; returns the path of the last checkpoint.
 
     G must have a `z_dim` attribute and map z [B, z_dim] to [B, *modality.shape];
     D maps [B, *modality.shape] to one raw score per example.
+
+    With `evaluate` (figures of a generator, among them "fid") and
+    `cfg.eval.every`, the EMA generator is measured every that many steps;
+    the figures go to metrics.jsonl and the best state by FID to
+    checkpoints/best.pt. Non-finite losses or weights send the run back to
+    its last good state with lower learning rates (events.jsonl tells).
     """
     tc = cfg.train
     run_dir = Path(run_dir)
@@ -161,13 +169,20 @@ def train(
     fixed_z = torch.randn(tc.n_preview, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 1)).to(device)
 
     step = 0
-    if resume is None and ckpt.list_checkpoints(ckpt_dir):
-        raise ConfigError(f"{run_dir} already holds checkpoints: resume from them, or train into another folder")
-    if resume is not None:
-        state = ckpt.load_checkpoint(resume, map_location=device)
-        saved = RunConfig.from_json(state["config"])
-        if saved.model != cfg.model or tuple(state["modality"]["shape"]) != tuple(modality.shape):
-            raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
+
+    def training_state() -> dict[str, Any]:
+        """Everything a resume needs (live tensors, not copies)."""
+        return {
+            "step": step,
+            "config": cfg.to_json(indent=None),
+            "modality": {"name": modality.name, "shape": list(modality.shape), "state": modality.state_dict()},
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+            "scaler_G": scaler_G.state_dict(), "scaler_D": scaler_D.state_dict(),
+            "rng": ckpt.rng_state(), "noise": noise.get_state(),
+        }
+
+    def load_training_state(state: dict[str, Any]) -> int:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         G_ema.load_state_dict(state["G_ema"])
@@ -177,7 +192,17 @@ def train(
         scaler_D.load_state_dict(state["scaler_D"])
         ckpt.set_rng_state(state["rng"])
         noise.set_state(state["noise"].cpu())
-        step = int(state["step"])
+        return int(state["step"])
+
+    if resume is None and ckpt.list_checkpoints(ckpt_dir):
+        raise ConfigError(f"{run_dir} already holds checkpoints: resume from them, or train into another folder")
+    if resume is not None:
+        state = ckpt.load_checkpoint(resume, map_location=device)
+        saved = RunConfig.from_json(state["config"])
+        if saved.model != cfg.model or tuple(state["modality"]["shape"]) != tuple(modality.shape):
+            raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
+        step = load_training_state(state)
+        del state
         log.info("resumed from %s at step %d", resume, step)
 
     (run_dir / "config.json").write_text(cfg.to_json() + "\n")
@@ -186,19 +211,23 @@ def train(
         log.info("nothing to do: the run is already at step %d of %d", step, tc.steps)
         return ckpt.latest_checkpoint(ckpt_dir)
 
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=IndexStream(len(dataset), tc.batch_size, tc.seed, start=step * tc.n_critic),
-        num_workers=cfg.data.num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(tc.seed),  # keeps the global RNG untouched
-    )
-    batches = iter(loader)
+    def batches_from(start_step: int) -> Iterator:
+        """Data batches from `start_step` on: the same ones an uninterrupted run sees there."""
+        return iter(torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=IndexStream(len(dataset), tc.batch_size, tc.seed, start=start_step * tc.n_critic),
+            num_workers=cfg.data.num_workers,
+            collate_fn=_collate,
+            pin_memory=device.type == "cuda",
+            persistent_workers=cfg.data.num_workers > 0,
+            generator=torch.Generator().manual_seed(tc.seed),  # keeps the global RNG untouched
+        ))
+
+    batches = batches_from(step)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.float16)) if amp else contextlib.nullcontext
     sums: dict[str, Tensor] = {}
     cache: dict[str, Tensor] = {}  # the last D step's fake batch, reused by the G step when n_critic == 1
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since the last check was finite
 
     def z(n: int) -> Tensor:
         return torch.randn(n, G.z_dim, device=device, generator=noise)
@@ -242,6 +271,7 @@ def train(
             with autocast():
                 terms = phase.terms(r)
                 total = sum(weights[k] * v for k, v in terms.items())
+            finite.logical_and_(torch.isfinite(total.detach()).all())  # read at maintenance steps only: no sync per step
             phase.scaler.scale(total).backward()
             if want_norm and r == phase.repeats - 1:
                 phase.scaler.unscale_(phase.opt)
@@ -253,19 +283,66 @@ def train(
             sums[f"{phase.name}_total"] = sums.get(f"{phase.name}_total", 0) + total.detach().float()
 
     def checkpoint() -> Path:
-        state = {
-            "step": step,
-            "config": cfg.to_json(indent=None),
-            "modality": {"name": modality.name, "shape": list(modality.shape), "state": modality.state_dict()},
-            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-            "scaler_G": scaler_G.state_dict(), "scaler_D": scaler_D.state_dict(),
-            "rng": ckpt.rng_state(), "noise": noise.get_state(),
-        }
-        path = ckpt.save_checkpoint(state, ckpt_dir / ckpt.checkpoint_name(step))
+        path = ckpt.save_checkpoint(training_state(), ckpt_dir / ckpt.checkpoint_name(step))
         ckpt.update_latest(ckpt_dir, path)
         ckpt.prune_checkpoints(ckpt_dir, tc.keep_checkpoints)
         return path
+
+    # Health: a copy of the last state known to be finite, to go back to.
+    events_path = run_dir / "events.jsonl"
+    good = _cpu_copy(training_state())
+    failures = 0
+
+    def event(kind: str, message: str) -> None:
+        with open(events_path, "a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), "kind": kind, "message": message}) + "\n")
+
+    def healthy() -> bool:
+        """Were all losses since the last check finite, and are all weights finite now?"""
+        weights_ok = torch.stack([p.detach().isfinite().all() for m in (G, D, G_ema) for p in m.parameters()]).all()
+        return bool(finite & weights_ok)
+
+    def recover() -> None:
+        """Back to the last good state with lower learning rates, or stop after too many tries."""
+        nonlocal step, batches, failures
+        failures += 1
+        bad_step = step
+        if failures > tc.nan_retries:
+            message = (f"training diverged: non-finite losses or weights at step {bad_step}, {failures - 1} restart(s) "
+                       f"with lower learning rates did not help; the last good state is step {good['step']}"
+                       + (f" ({last_path})" if last_path else "") + "; try lower optim.lr_g/lr_d or another loss.kind")
+            event("stopped", message)
+            raise TrainingDiverged(message)
+        lrs = [[g["lr"] * tc.nan_lr_factor for g in opt.param_groups] for opt in (opt_G, opt_D)]
+        step = load_training_state(good)
+        for opt, new in zip((opt_G, opt_D), lrs):
+            for group, lr in zip(opt.param_groups, new):
+                group["lr"] = lr
+        batches = batches_from(step)
+        sums.clear(), cache.clear()
+        finite.fill_(True)
+        bar.n = step
+        bar.refresh()
+        message = (f"non-finite losses or weights at step {bad_step}: back to step {step}, learning rates x"
+                   f"{tc.nan_lr_factor} (now G {lrs[0][0]:.3g}, D {lrs[1][0]:.3g}); restart {failures} of {tc.nan_retries}")
+        log.warning(message)
+        event("restored", message)
+
+    def measure() -> None:
+        nonlocal best_fid
+        figures = evaluate(G_ema)
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **figures}) + "\n")
+        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in figures.items() if k in _SHOWN))
+        if figures.get("diversity_ratio", 1.0) < _COLLAPSE_RATIO:
+            message = (f"samples are {figures['diversity_ratio']:.2f} times as diverse as real data: "
+                       "the generator may be collapsing")
+            log.warning("step %d: %s", step, message)
+            event("low-diversity", message)
+        if math.isfinite(figures["fid"]) and figures["fid"] < best_fid:
+            best_fid = figures["fid"]
+            path = ckpt.save_checkpoint(training_state(), ckpt_dir / "best.pt")
+            ckpt.write_json_atomic(ckpt_dir / "best.json", {"step": step, "fid": best_fid, "path": str(path)})
 
     def preview() -> None:
         with torch.no_grad():
@@ -273,6 +350,8 @@ def train(
         modality.preview(x.float().cpu(), preview_dir / f"step-{step:07d}")
 
     from tqdm.auto import tqdm
+
+    best_fid = ckpt.best_record(ckpt_dir).get("fid", math.inf) if resume is not None else math.inf
 
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     log_file = open(run_dir / "log.jsonl", "a")
@@ -291,6 +370,11 @@ def train(
             steps_since += 1
             bar.update(1)
 
+            maintain = (step % tc.preview_every == 0 or step % tc.checkpoint_every == 0 or step == tc.steps
+                        or (evaluate is not None and cfg.eval.every and step % cfg.eval.every == 0))
+            if (log_now or maintain) and not healthy():
+                recover()
+                continue
             if log_now:
                 now = time.perf_counter()
                 record = _log_record(step, sums, steps_since, tc.n_critic, samples_since / max(now - t_log, 1e-9))
@@ -299,14 +383,17 @@ def train(
                 bar.set_postfix(D=f"{record['D_total']:.3f}", G=f"{record['G_total']:.3f}", img_s=f"{record['img_per_s']:.0f}", refresh=False)
                 sums.clear()
                 t_log, samples_since, steps_since = time.perf_counter(), 0, 0
-                if not all(math.isfinite(v) for v in record.values()):
-                    log.warning("non-finite figures at step %d: %s", step, record)
+            if evaluate is not None and cfg.eval.every and (step % cfg.eval.every == 0 or step == tc.steps):
+                measure()
             if step % tc.preview_every == 0 or step == tc.steps:
                 preview()
             if step % tc.checkpoint_every == 0 or step == tc.steps:
                 last_path = checkpoint()
+                good = _cpu_copy(training_state())
         if stop.raised:
-            if last_path is None or last_path.name != ckpt.checkpoint_name(step):
+            if not healthy():
+                log.warning("interrupted at step %d with non-finite weights: not saved", step)
+            elif last_path is None or last_path.name != ckpt.checkpoint_name(step):
                 last_path = checkpoint()
             bar.close()
             log.warning("interrupted at step %d; saved %s (resume with --resume)", step, last_path)
@@ -353,3 +440,16 @@ def _log_record(step: int, sums: dict[str, Any], n_steps: int, n_critic: int, im
 
 
 _D_FIGURES = ("d_adv", "gp", "r1", "d_real", "d_fake", "D_total")
+_SHOWN = ("fid", "kid", "classifier_score", "precision", "recall", "diversity_ratio")  # on the console
+_COLLAPSE_RATIO = 0.5  # warn when samples are less than half as diverse as real data
+
+
+def _cpu_copy(state: Any) -> Any:
+    """A deep copy of a state (nested dicts and lists of tensors) held on the CPU."""
+    if isinstance(state, Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu_copy(v) for v in state)
+    return copy.deepcopy(state)

@@ -1,0 +1,1 @@
+"""Offline evaluation: feature networks, distances between feature sets, classifier scores."""

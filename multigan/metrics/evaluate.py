@@ -1,0 +1,174 @@
+"""Evaluation of a generator against a reference dataset, on a feature network's features.
+
+Generated samples go through the modality's own decoder (for sounds: inverse
+mel and Griffin-Lim to waveforms) and then through the feature network's
+input transform (for sounds: a fresh log-mel analysis), so the figures
+measure the whole pipeline a listener hears.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from multigan.metrics.distances import diversity, fid, kid, precision_recall, train_distance
+from multigan.metrics.features import FeatureExtractor
+from multigan.metrics.scores import class_coverage, classifier_score
+from multigan.modalities.base import Modality
+
+log = logging.getLogger("multigan")
+
+# name -> (label, lower is better); the order of tables and reports
+METRICS: dict[str, tuple[str, bool]] = {
+    "fid": ("FID", True),
+    "kid": ("KID", True),
+    "classifier_score": ("classifier score", False),
+    "classes": ("classes", False),
+    "class_entropy": ("class entropy (bits)", False),
+    "precision": ("precision", False),
+    "recall": ("recall", False),
+    "diversity": ("diversity (NN distance)", False),
+    "train_distance": ("distance to training set", False),
+}
+
+
+@dataclass
+class FeatureSet:
+    """Features [N, F] and class probabilities [N, K] of one set of samples, on the CPU."""
+
+    features: Tensor
+    probs: Tensor
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def subset(self, n: int, seed: int = 0) -> FeatureSet:
+        """At most n rows, drawn without replacement (all rows, in order, when there are not more)."""
+        if n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return FeatureSet(self.features[idx], self.probs[idx])
+
+
+def measure(samples: FeatureSet, reference: FeatureSet, *, pr_max: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """Every metric of `samples` against `reference` (the training data, usually).
+
+    Precision and recall compare at most `pr_max` rows of each set, since
+    their k-NN radii cost N^2 distances.
+    """
+    kid_mean, kid_std = kid(samples.features, reference.features, generator=torch.Generator().manual_seed(seed))
+    score, score_se = classifier_score(samples.probs)
+    classes, entropy = class_coverage(samples.probs)
+    precision, recall = precision_recall(reference.subset(pr_max, seed).features, samples.subset(pr_max, seed).features)
+    return {
+        "fid": fid(samples.features, reference.features),
+        "kid": kid_mean, "kid_std": kid_std,
+        "classifier_score": score, "classifier_score_se": score_se,
+        "classes": classes, "class_entropy": entropy,
+        "precision": precision, "recall": recall,
+        "diversity": diversity(samples.features),
+        "train_distance": train_distance(samples.features, reference.features),
+    }
+
+
+def reference_set(extractor: FeatureExtractor, dataset, *, cache_dir: str | os.PathLike | None = None,
+                  batch_size: int = 500) -> FeatureSet:
+    """Features of every item of `dataset`, computed once and cached.
+
+    The cache key is the feature network's digest and a hash of the network
+    inputs themselves, so any change of data, crop or analysis settings
+    misses the cache instead of reading stale features.
+    """
+    inputs = list(extractor.input.dataset_batches(dataset, batch_size))
+    digest = hashlib.sha256(extractor.digest.encode())
+    for x in inputs:
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "eval-reference" / f"{digest.hexdigest()[:24]}.pt"
+        try:
+            saved = torch.load(path, weights_only=True)
+            return FeatureSet(saved["features"], saved["probs"])
+        except (OSError, RuntimeError, KeyError, EOFError):
+            pass  # no cache yet, or a damaged one: compute again
+    parts = [extractor.embed(x, batch_size) for x in inputs]
+    ref = FeatureSet(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"features": ref.features, "probs": ref.probs}, tmp)
+        os.replace(tmp, path)
+    return ref
+
+
+class Evaluator:
+    """Measures a generator: n samples from fixed noise, decoded, embedded, compared with the reference.
+
+    Calling it returns the figures of `measure`, plus `diversity_ratio` (the
+    samples' diversity over that of as many reference items; near 0 means
+    collapse), `n` and `seconds`.
+    """
+
+    def __init__(self, modality: Modality, extractor: FeatureExtractor, reference: FeatureSet, *, n: int,
+                 batch_size: int = 250, seed: int = 0):
+        self.modality, self.extractor, self.reference = modality, extractor, reference
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.reference_diversity = diversity(reference.subset(n, seed).features)
+
+    @torch.no_grad()
+    def sample(self, G: nn.Module) -> FeatureSet:
+        """Features of n samples of G (in eval mode, with noise drawn on the CPU from the fixed seed)."""
+        device = next(G.parameters()).device
+        z = torch.randn(self.n, G.z_dim, generator=torch.Generator().manual_seed(self.seed))
+        feats, probs = [], []
+        for i in range(0, self.n, self.batch_size):
+            x = G(z[i:i + self.batch_size].to(device)).float().cpu()
+            f, p = self.extractor.embed_artifacts(self.modality.decode(x))
+            feats.append(f)
+            probs.append(p)
+        return FeatureSet(torch.cat(feats), torch.cat(probs))
+
+    def __call__(self, G: nn.Module) -> dict[str, float]:
+        t0 = time.perf_counter()
+        was_training = G.training
+        G.eval()
+        try:
+            figures = measure(self.sample(G), self.reference, seed=self.seed)
+        finally:
+            G.train(was_training)
+        figures["diversity_ratio"] = figures["diversity"] / max(self.reference_diversity, 1e-12)
+        figures["n"] = self.n
+        figures["seconds"] = time.perf_counter() - t0
+        return figures
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Rows of figures (name -> measure() output) as an aligned text table, one column per metric."""
+    names = [k for k in METRICS if any(k in r for r in rows.values())]
+    head = ["samples"] + [METRICS[k][0] for k in names]
+    body = [[label] + [_cell(r, k) for k in names] for label, r in rows.items()]
+    widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [head] + body]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def _cell(row: dict[str, float], key: str) -> str:
+    if key not in row:
+        return "-"
+    value = row[key]
+    if key == "kid":
+        return f"{value:.4f} ± {row.get('kid_std', 0):.4f}"
+    if key == "classifier_score":
+        return f"{value:.2f} ± {row.get('classifier_score_se', 0):.2f}"
+    if key == "classes":
+        return f"{int(value)}"
+    if key == "fid":
+        return f"{value:.2f}"
+    return f"{value:.3f}"

@@ -71,6 +71,11 @@ FEATURE_NETS: dict[str, str] = {
     "image": "digit-classifier.pt",
     "mel": "spoken-digit-classifier.pt",
 }
+# modality name -> the kind of input its feature networks read (a feature network file's `input.kind`)
+FEATURE_INPUTS: dict[str, str] = {
+    "image": "image",
+    "mel": "audio",
+}
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # name -> builder of (G, D) for a sample shape
 NETS: dict[str, Callable[[NetConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]] = {
@@ -124,7 +129,11 @@ def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str 
     from multigan.metrics.evaluate import Evaluator, reference_set
     from multigan.metrics.features import load_feature_net
 
-    extractor = load_feature_net(feature_net_path(modality.name, cfg.features), device=device)
+    path = feature_net_path(modality.name, cfg.features)
+    extractor = load_feature_net(path, device=device)
+    kind = extractor.input.kind
+    if kind != FEATURE_INPUTS.get(modality.name, kind):
+        raise ConfigError(f"{path} is a feature network for {kind} inputs; it cannot evaluate the {modality.name} modality")
     reference = reference_set(extractor, dataset, cache_dir=default_cache_dir(), batch_size=max(cfg.batch_size, 500))
     return Evaluator(modality, extractor, reference, n=cfg.n, batch_size=cfg.batch_size, seed=seed)
 

@@ -102,12 +102,14 @@ class NetConfig:
     g_width: int = 64  # channels of G's last hidden layer; doubles at each coarser scale
     d_width: int = 64  # channels of D's first layer; doubles at each coarser scale
     max_width: int = 512
+    depth: int = 0  # extra 3x3 convolutions at each scale of G and D, beyond DCGAN's one per scale
     d_norm: str = "batch"
     spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
 
     def __post_init__(self):
         _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
         _check(min(self.g_width, self.d_width, self.max_width) >= 1, "model widths must be >= 1")
+        _check(self.depth >= 0, f"model.depth must be >= 0, got {self.depth}")
         _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
 
 

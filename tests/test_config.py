@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from multigan.config import DataConfig, LossConfig, NetConfig, OptimConfig, RunConfig, TrainConfig
+from multigan.config import DataConfig, EvalConfig, LossConfig, NetConfig, OptimConfig, RunConfig, TrainConfig
 from multigan.errors import ConfigError
 
 
@@ -18,7 +18,9 @@ def _custom() -> RunConfig:
         loss=LossConfig(kind="wasserstein", weights={"d_adv": 1.0, "g_adv": 0.5, "gp": 10.0, "r1": 0.0}),
         optim=OptimConfig(name="rmsprop", lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), momentum=0.1, weight_decay=1e-5),
         train=TrainConfig(steps=123, batch_size=7, n_critic=5, ema_decay=0.0, ema_rampup=0, seed=-3, device="cpu",
-                          amp=True, log_every=2, preview_every=3, checkpoint_every=4, keep_checkpoints=1, n_preview=9),
+                          amp=True, log_every=2, preview_every=3, checkpoint_every=4, keep_checkpoints=1, n_preview=9,
+                          nan_lr_factor=0.25, nan_retries=0),
+        eval=EvalConfig(every=50, n=500, features="/nets/digits.pt", batch_size=100),
     )
 
 
@@ -35,7 +37,7 @@ def test_json_round_trip_gives_an_equal_config(cfg):
 def test_custom_config_differs_from_defaults_in_every_section():
     # Guards the round-trip test against a `_custom` that silently equals the defaults.
     a, b = RunConfig(), _custom()
-    for section in ("data", "model", "loss", "optim", "train"):
+    for section in ("data", "model", "loss", "optim", "train", "eval"):
         assert getattr(a, section) != getattr(b, section)
 
 
@@ -143,10 +145,25 @@ def test_null_or_list_for_a_float_setting_is_a_config_error(data, setting):
     ("model.z_dim", 0, "model.z_dim"),
     ("data.channels", 2, "data.channels"),
     ("data.height", 2, "data.height"),
+    ("eval.every", -1, "eval.every"),
+    ("eval.n", 9, "eval.n"),
+    ("eval.batch_size", 0, "eval.batch_size"),
+    ("train.nan_lr_factor", 0, "train.nan_lr_factor"),
+    ("train.nan_lr_factor", -0.5, "train.nan_lr_factor"),
+    ("train.nan_lr_factor", 1.5, "train.nan_lr_factor"),
+    ("train.nan_retries", -1, "train.nan_retries"),
 ])
 def test_bad_values_name_the_setting(key, value, setting):
     with pytest.raises(ConfigError, match=setting):
         RunConfig().override(key, value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("eval.every", 0), ("eval.n", 10), ("eval.batch_size", 1), ("train.nan_lr_factor", 1.0), ("train.nan_retries", 0),
+])
+def test_edge_values_are_accepted(key, value):
+    section, name = key.split(".")
+    assert getattr(getattr(RunConfig().override(key, value), section), name) == value
 
 
 def test_gradient_penalty_with_batch_norm_in_D_is_refused():

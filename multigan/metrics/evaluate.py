@@ -63,7 +63,9 @@ def measure(samples: FeatureSet, reference: FeatureSet, *, pr_max: int = 10_000,
     their k-NN radii cost N^2 distances.
     """
     kid_mean, kid_std = kid(samples.features, reference.features, generator=torch.Generator().manual_seed(seed))
-    score, score_se = classifier_score(samples.probs)
+    # Splits are contiguous: shuffle so that a set stored in class order (a dataset) is scored like a random one.
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+    score, score_se = classifier_score(samples.probs[order])
     classes, entropy = class_coverage(samples.probs)
     precision, recall = precision_recall(reference.subset(pr_max, seed).features, samples.subset(pr_max, seed).features)
     return {
@@ -95,8 +97,8 @@ def reference_set(extractor: FeatureExtractor, dataset, *, cache_dir: str | os.P
         try:
             saved = torch.load(path, weights_only=True)
             return FeatureSet(saved["features"], saved["probs"])
-        except (OSError, RuntimeError, KeyError, EOFError):
-            pass  # no cache yet, or a damaged one: compute again
+        except Exception:  # no cache yet, or a damaged one (the loader raises many kinds): compute again
+            pass
     parts = [extractor.embed(x, batch_size) for x in inputs]
     ref = FeatureSet(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
     if path is not None:
@@ -148,25 +150,26 @@ class Evaluator:
         return figures
 
 
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """Rows of figures (name -> measure() output) as an aligned text table, one column per metric."""
-    names = [k for k in METRICS if any(k in r for r in rows.values())]
-    head = ["samples"] + [METRICS[k][0] for k in names]
-    body = [[label] + [_cell(r, k) for k in names] for label, r in rows.items()]
+def format_table(columns: dict[str, dict[str, float]]) -> str:
+    """Sets of figures (column label -> measure() output) as an aligned text table, one row per metric."""
+    keys = [k for k in METRICS if any(k in c for c in columns.values())]
+    head = ["metric"] + list(columns)
+    body = [[METRICS[k][0] + (" (lower is better)" if METRICS[k][1] else "")] + [_cell(c, k) for c in columns.values()]
+            for k in keys]
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in [head] + body]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
-def _cell(row: dict[str, float], key: str) -> str:
-    if key not in row:
+def _cell(figures: dict[str, float], key: str) -> str:
+    if key not in figures:
         return "-"
-    value = row[key]
+    value = figures[key]
     if key == "kid":
-        return f"{value:.4f} ± {row.get('kid_std', 0):.4f}"
+        return f"{value:.4f} ± {figures.get('kid_std', 0):.4f}"
     if key == "classifier_score":
-        return f"{value:.2f} ± {row.get('classifier_score_se', 0):.2f}"
+        return f"{value:.2f} ± {figures.get('classifier_score_se', 0):.2f}"
     if key == "classes":
         return f"{int(value)}"
     if key == "fid":

@@ -268,7 +268,10 @@ def test_accuracy(net: FeatureNet, x: Tensor, y: Tensor, batch_size: int = 1000)
 
 
 def shift_images(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Each image of x [B, C, H, W] moved by a random whole-pixel offset in [-max_shift, max_shift], zero fill."""
+    """Each image of x [B, C, H, W] moved by a random whole-pixel offset in [-max_shift, max_shift].
+
+    The uncovered border takes the batch's minimum (the background of digits in [-1, 1]), not 0.
+    """
     B, _, H, W = x.shape
     pad = F.pad(x, (max_shift,) * 4, value=float(x.min()))
     dy = torch.randint(0, 2 * max_shift + 1, (B,), generator=generator)

@@ -64,9 +64,10 @@ class Generator(nn.Module):
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
         )
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = _g_refine(widths[0], cfg.depth)
         for c_in, c_next in zip(widths[:-1], widths[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(inplace=True)]
+            layers += _g_refine(c_next, cfg.depth)
         # The last layer doubles to full size (or keeps it when k == 0) and maps to C channels.
         last = nn.ConvTranspose2d(widths[-1], c_out, 4, 2, 1) if k else nn.Conv2d(widths[-1], c_out, 3, 1, 1)
         self.body = nn.Sequential(*layers, last, nn.Tanh())
@@ -78,6 +79,18 @@ class Generator(nn.Module):
         if dh or dw:
             x = x[:, :, dh // 2:dh // 2 + self.height, dw // 2:dw // 2 + self.width]
         return x
+
+
+def _g_refine(channels: int, depth: int) -> list[nn.Module]:
+    """`depth` size-preserving 3x3 conv blocks: more capacity at one scale at little cost on small grids."""
+    return [m for _ in range(depth)
+            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))]
+
+
+def _d_refine(channels: int, depth: int, norm: str) -> list[nn.Module]:
+    return [m for _ in range(depth)
+            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=norm == "none"), _norm(norm, channels),
+                      nn.LeakyReLU(0.2, inplace=True))]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -98,9 +111,11 @@ class Discriminator(nn.Module):
         k = max(k, 1)
         widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(k)]
         layers: list[nn.Module] = [nn.Conv2d(c_in, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        layers += _d_refine(widths[0], cfg.depth, cfg.d_norm)
         h, w = height // 2, width // 2
         for c_prev, c_next in zip(widths[:-1], widths[1:]):
             layers += [nn.Conv2d(c_prev, c_next, 4, 2, 1, bias=cfg.d_norm == "none"), _norm(cfg.d_norm, c_next), nn.LeakyReLU(0.2, inplace=True)]
+            layers += _d_refine(c_next, cfg.depth, cfg.d_norm)
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1] * h * w, 1)

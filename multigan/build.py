@@ -107,6 +107,10 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     evaluate = None
     if cfg.eval.every:
         evaluate = make_evaluator(cfg.eval, modality, dataset, device=pick_device(cfg.train.device))
+    if cfg.model.n_classes:
+        from multigan.data.tensors import Labelled
+
+        dataset = Labelled(dataset, cfg.model.n_classes)
     torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
     G, D = build_nets(cfg.model, modality.shape)
     return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress, evaluate=evaluate)

@@ -129,7 +129,7 @@ def cmd_generate(args) -> int:
 
     device = pick_device(args.device)
     restored = restore(path, device=device)
-    paths = generate(restored, args.n, out, seed=args.seed, device=device)
+    paths = generate(restored, args.n, out, seed=args.seed, device=device, label=args.label)
     print(f"wrote {len(paths)} files to {out} (step {restored.step}, seed {args.seed})")
     return 0
 
@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n", type=_positive_int, default=16, help="number of samples (default 16)")
     g.add_argument("--out", required=True, metavar="DIR", help="output folder")
     g.add_argument("--seed", type=_int, default=0, help="noise seed (default 0)")
+    g.add_argument("--label", type=_int, metavar="K",
+                   help="class-conditional checkpoints: draw only class K (default: every class in turn)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     g.set_defaults(func=cmd_generate)
 

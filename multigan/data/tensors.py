@@ -37,3 +37,27 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> torch.Tensor:
         # x: [B, C, H, W] uint8
         return self.images[torch.as_tensor(indices, dtype=torch.long)]
+
+
+class Labelled(torch.utils.data.Dataset):
+    """A dataset with `labels` served as (items, labels) batches, for class-conditional training."""
+
+    def __init__(self, dataset, n_classes: int):
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            raise DataError("class-conditional training (model.n_classes > 0) needs labels: MNIST, image sub-folders, "
+                            "clip sub-folders or FSDD file names; set model.n_classes=0 for this data")
+        found = int(labels.max()) + 1
+        if found > n_classes:
+            raise DataError(f"the data has {found} classes but model.n_classes is {n_classes}")
+        self.dataset, self.labels = dataset, torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # (x [B, ...], y [B])
+        return self.dataset.__getitems__(indices), self.labels[torch.as_tensor(indices, dtype=torch.long)]

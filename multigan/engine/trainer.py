@@ -78,8 +78,8 @@ class IndexStream(torch.utils.data.Sampler):
 
 
 def _collate(items):
-    # Datasets with `__getitems__` hand over a ready batch.
-    return items if isinstance(items, Tensor) else torch.utils.data.default_collate(items)
+    # Datasets with `__getitems__` hand over a ready batch: a tensor, or (data, labels).
+    return items if isinstance(items, (Tensor, tuple)) else torch.utils.data.default_collate(items)
 
 
 def _to_device(batch, device: torch.device):
@@ -130,7 +130,9 @@ def train(
     """Train G against D on `dataset`; returns the path of the last checkpoint.
 
     G must have a `z_dim` attribute and map z [B, z_dim] to [B, *modality.shape];
-    D maps [B, *modality.shape] to one raw score per example.
+    D maps [B, *modality.shape] to one raw score per example. When G has
+    `n_classes` > 0, both also take labels y [B]: the dataset then yields
+    (data, labels) batches, and G's labels are drawn uniformly.
 
     With `evaluate` (figures of a generator, among them "fid") and
     `cfg.eval.every`, the EMA generator is measured every that many steps;
@@ -167,6 +169,8 @@ def train(
     weights = cfg.loss.weights
     noise = torch.Generator(device=device).manual_seed(tc.seed)  # z and penalty coefficients
     fixed_z = torch.randn(tc.n_preview, G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 1)).to(device)
+    n_classes = getattr(G, "n_classes", 0)
+    fixed_y = (torch.arange(tc.n_preview, device=device) % n_classes) if n_classes else None  # labels 0, 1, ... in turn
 
     step = 0
 
@@ -229,23 +233,32 @@ def train(
     cache: dict[str, Tensor] = {}  # the last D step's fake batch, reused by the G step when n_critic == 1
     finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since the last check was finite
 
-    def z(n: int) -> Tensor:
-        return torch.randn(n, G.z_dim, device=device, generator=noise)
+    def z(n: int) -> tuple[Tensor, Tensor | None]:
+        """Noise z [n, z_dim] and, for a conditional G, labels drawn uniformly [n]."""
+        noise_z = torch.randn(n, G.z_dim, device=device, generator=noise)
+        return noise_z, (torch.randint(n_classes, (n,), device=device, generator=noise) if n_classes else None)
+
+    def conditioned(net: nn.Module, y: Tensor | None) -> Callable[[Tensor], Tensor]:
+        return (lambda x: net(x, y)) if n_classes else net
 
     def d_terms(last: bool) -> dict[str, Tensor]:
-        real = modality.encode(_to_device(next(batches), device))  # [B, *shape] in [-1, 1]
+        batch = _to_device(next(batches), device)
+        y_real = batch[1] if n_classes else None  # labelled batches are (data, labels)
+        real = modality.encode(batch)  # [B, *shape] in [-1, 1]
         if weights["r1"] > 0:
             real.requires_grad_(True)
+        noise_z, y_fake = z(real.shape[0])
         if last:  # keep G's graph so the G step can reuse this fake batch
-            cache["fake"] = fake = G(z(real.shape[0]))
+            fake = G(noise_z, y_fake) if n_classes else G(noise_z)
+            cache["fake"], cache["y"] = fake, y_fake
         else:
             with torch.no_grad():
-                fake = G(z(real.shape[0]))
-        out_real, out_fake = D(real), D(fake.detach())
+                fake = G(noise_z, y_fake) if n_classes else G(noise_z)
+        out_real, out_fake = conditioned(D, y_real)(real), conditioned(D, y_fake)(fake.detach())
         terms = {"d_adv": loss.d_loss(out_real, out_fake)}
         if weights["gp"] > 0:
             with torch.autocast(device.type, enabled=False):
-                terms["gp"] = gradient_penalty(D, real.float(), fake.float(), generator=noise)
+                terms["gp"] = gradient_penalty(conditioned(D, y_real), real.float(), fake.float(), generator=noise)
         if weights["r1"] > 0:
             with torch.autocast(device.type, enabled=False):
                 terms["r1"] = r1_penalty(out_real.float(), real)
@@ -254,10 +267,11 @@ def train(
         return terms
 
     def g_terms(_: int) -> dict[str, Tensor]:
-        fake = cache.pop("fake", None)
+        fake, y_fake = cache.pop("fake", None), cache.pop("y", None)
         if fake is None:
-            fake = G(z(tc.batch_size))
-        return {"g_adv": loss.g_loss(D(fake))}
+            noise_z, y_fake = z(tc.batch_size)
+            fake = G(noise_z, y_fake) if n_classes else G(noise_z)
+        return {"g_adv": loss.g_loss(conditioned(D, y_fake)(fake))}
 
     phases = [
         Phase("D", D, opt_D, scaler_D, tc.n_critic, lambda r: d_terms(last=tc.n_critic == 1)),
@@ -346,7 +360,8 @@ def train(
 
     def preview() -> None:
         with torch.no_grad():
-            x = torch.cat([G_ema(fixed_z[i:i + tc.batch_size]) for i in range(0, len(fixed_z), tc.batch_size)])
+            x = torch.cat([G_ema(fixed_z[i:i + tc.batch_size], *([] if fixed_y is None else [fixed_y[i:i + tc.batch_size]]))
+                           for i in range(0, len(fixed_z), tc.batch_size)])
         modality.preview(x.float().cpu(), preview_dir / f"step-{step:07d}")
 
     from tqdm.auto import tqdm

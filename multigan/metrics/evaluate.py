@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from multigan.generate import labels_for, synthesize
 from multigan.metrics.distances import diversity, fid, kid, precision_recall, train_distance
 from multigan.metrics.features import FeatureExtractor
 from multigan.metrics.scores import class_coverage, classifier_score
@@ -125,12 +126,12 @@ class Evaluator:
 
     @torch.no_grad()
     def sample(self, G: nn.Module) -> FeatureSet:
-        """Features of n samples of G (in eval mode, with noise drawn on the CPU from the fixed seed)."""
-        device = next(G.parameters()).device
+        """Features of n samples of G (noise drawn on the CPU from the fixed seed; every class in turn if conditional)."""
         z = torch.randn(self.n, G.z_dim, generator=torch.Generator().manual_seed(self.seed))
+        y = labels_for(G, self.n)
         feats, probs = [], []
         for i in range(0, self.n, self.batch_size):
-            x = G(z[i:i + self.batch_size].to(device)).float().cpu()
+            x = synthesize(G, z[i:i + self.batch_size], None if y is None else y[i:i + self.batch_size], self.batch_size)
             f, p = self.extractor.embed_artifacts(self.modality.decode(x))
             feats.append(f)
             probs.append(p)

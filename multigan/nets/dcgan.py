@@ -4,6 +4,11 @@ Both networks work on [B, C, H, W] for any C, H, W (28x28 digits, 64x64 RGB,
 80x64 mel spectrograms...). The number of 2x scales is chosen from H and W:
 G starts from a small base grid and doubles it k times; where H or W is not
 base * 2^k, G renders a slightly larger grid and crops its centre.
+
+With `n_classes` > 0 both are class-conditional: G reads a learned
+embedding of the label beside z, and D adds the projection of its features
+on the label's embedding to its score (projection discriminator, Miyato and
+Koyama 2018).
 """
 from __future__ import annotations
 
@@ -49,17 +54,18 @@ def _init_weights(m: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """z [B, z_dim] -> x [B, C, H, W] in [-1, 1]."""
+    """z [B, z_dim] (and labels y [B] when conditional) -> x [B, C, H, W] in [-1, 1]."""
 
     def __init__(self, cfg: NetConfig, shape: tuple[int, int, int]):
         super().__init__()
         c_out, self.height, self.width = shape
-        self.z_dim = cfg.z_dim
+        self.z_dim, self.n_classes = cfg.z_dim, cfg.n_classes
         k, h0, w0 = plan_scales(self.height, self.width)
         widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
         self.base = (widths[0], h0, w0)
+        self.embed = nn.Embedding(cfg.n_classes, cfg.z_dim) if cfg.n_classes else None
         self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim, widths[0] * h0 * w0, bias=False),
+            nn.Linear(cfg.z_dim * (2 if cfg.n_classes else 1), widths[0] * h0 * w0, bias=False),
             nn.Unflatten(1, self.base),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
@@ -73,7 +79,11 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers, last, nn.Tanh())
         self.apply(_init_weights)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this generator is class-conditional: pass labels y [B]")
+            z = torch.cat([z, self.embed(y)], 1)  # [B, 2 * z_dim]
         x = self.body(self.project(z))  # [B, C, h0 * 2^k, w0 * 2^k]
         dh, dw = x.shape[2] - self.height, x.shape[3] - self.width
         if dh or dw:
@@ -102,7 +112,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class Discriminator(nn.Module):
-    """x [B, C, H, W] -> one raw score per example [B]."""
+    """x [B, C, H, W] (and labels y [B] when conditional) -> one raw score per example [B]."""
 
     def __init__(self, cfg: NetConfig, shape: tuple[int, int, int]):
         super().__init__()
@@ -119,14 +129,24 @@ class Discriminator(nn.Module):
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1] * h * w, 1)
+        self.n_classes = cfg.n_classes
+        self.embed = nn.Embedding(cfg.n_classes, widths[-1] * h * w) if cfg.n_classes else None
         self.apply(_init_weights)
+        if self.embed is not None:  # small, like the head: the projection must not swamp the score at first
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
         if cfg.spectral_norm:  # after init: the parametrisation wraps the initialised weight
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     spectral_norm(m)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).flatten(1)).squeeze(1)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.features(x).flatten(1)  # [B, F]
+        out = self.head(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass labels y [B]")
+            out = out + (self.embed(y) * h).sum(1)  # projection of the features on the label's embedding
+        return out
 
 
 def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:

@@ -6,6 +6,7 @@ only ever receives objects.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from multigan.modalities.base import Modality
 from multigan.modalities.image import ImageModality
 from multigan.modalities.mel import MelModality
 from multigan.nets import dcgan
+
+log = logging.getLogger("multigan")
 
 
 def _image_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.Dataset, Modality]:
@@ -107,6 +110,10 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     evaluate = None
     if cfg.eval.every:
         evaluate = make_evaluator(cfg.eval, modality, dataset, device=pick_device(cfg.train.device))
+    if cfg.model.n_classes < 0:
+        cfg = cfg.override("model.n_classes", count_classes(dataset))
+        log.info("model.n_classes=-1: %s", f"conditioned on {cfg.model.n_classes} classes of the data's labels"
+                 if cfg.model.n_classes else "the data has no labels, so the networks are unconditional")
     if cfg.model.n_classes:
         from multigan.data.tensors import Labelled
 
@@ -114,6 +121,15 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
     G, D = build_nets(cfg.model, modality.shape)
     return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress, evaluate=evaluate)
+
+
+def count_classes(dataset) -> int:
+    """Number of classes of a dataset's labels (sub-folders, file names, MNIST digits), 0 without labels."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        return 0
+    names = getattr(dataset, "class_names", None)
+    return len(names) if names else int(labels.max()) + 1
 
 
 def feature_net_path(modality_name: str, override: str | Path = "") -> Path:

@@ -122,13 +122,14 @@ def cmd_train(args) -> int:
 
 def cmd_generate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
-    out = _writable_dir(Path(args.out))
     from multigan.build import restore
     from multigan.engine.trainer import pick_device
-    from multigan.generate import generate
+    from multigan.generate import generate, labels_for
 
     device = pick_device(args.device)
     restored = restore(path, device=device)
+    labels_for(restored.G, args.n, args.label)  # a bad label fails before the folder is made
+    out = _writable_dir(Path(args.out))
     paths = generate(restored, args.n, out, seed=args.seed, device=device, label=args.label)
     print(f"wrote {len(paths)} files to {out} (step {restored.step}, seed {args.seed})")
     return 0

@@ -103,7 +103,9 @@ class NetConfig:
     d_width: int = 64  # channels of D's first layer; doubles at each coarser scale
     max_width: int = 512
     depth: int = 0  # extra 3x3 convolutions at each scale of G and D, beyond DCGAN's one per scale
-    n_classes: int = 0  # > 0: G and D are conditioned on the dataset's labels (0: unconditional)
+    # > 0: G and D are conditioned on the dataset's labels; 0: unconditional;
+    # -1: as many classes as the data's labels, unconditional when it has none
+    n_classes: int = 0
     d_norm: str = "batch"
     spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
 
@@ -111,7 +113,7 @@ class NetConfig:
         _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
         _check(min(self.g_width, self.d_width, self.max_width) >= 1, "model widths must be >= 1")
         _check(self.depth >= 0, f"model.depth must be >= 0, got {self.depth}")
-        _check(self.n_classes >= 0, f"model.n_classes must be >= 0 (0: unconditional), got {self.n_classes}")
+        _check(self.n_classes >= -1, f"model.n_classes must be >= -1 (0: unconditional, -1: from the data), got {self.n_classes}")
         _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
 
 

@@ -44,10 +44,10 @@ def synthesize(G: nn.Module, z: Tensor, y: Tensor | None = None, batch_size: int
 def generate(restored: Restored, n: int, out_dir: str | Path, *, seed: int = 0, batch_size: int = 64,
              device: str | torch.device = "cpu", prefix: str = "sample", label: int | None = None) -> list[Path]:
     """Write `n` samples as the adapter's files plus `generation.json` (seed, checkpoint, step, labels)."""
+    G = restored.G.to(device)
+    y = labels_for(G, n, label)  # checked before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    G = restored.G.to(device)
-    y = labels_for(G, n, label)
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))  # drawn on the CPU: same samples on every device
     x = synthesize(G, z, y, batch_size)
     paths = restored.modality.save(restored.modality.decode(x), out_dir, prefix=prefix)

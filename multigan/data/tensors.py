@@ -48,6 +48,8 @@ class Labelled(torch.utils.data.Dataset):
             raise DataError("class-conditional training (model.n_classes > 0) needs labels: MNIST, image sub-folders, "
                             "clip sub-folders or FSDD file names; set model.n_classes=0 for this data")
         found = int(labels.max()) + 1
+        if int(labels.min()) < 0:
+            raise DataError("labels must be >= 0")
         if found > n_classes:
             raise DataError(f"the data has {found} classes but model.n_classes is {n_classes}")
         self.dataset, self.labels = dataset, torch.as_tensor(labels, dtype=torch.long)

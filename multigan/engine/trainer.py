@@ -243,6 +243,8 @@ def train(
 
     def d_terms(last: bool) -> dict[str, Tensor]:
         batch = _to_device(next(batches), device)
+        if n_classes and not isinstance(batch, (tuple, list)):
+            raise ConfigError("a class-conditional G needs (data, labels) batches: wrap the dataset in data.tensors.Labelled")
         y_real = batch[1] if n_classes else None  # labelled batches are (data, labels)
         real = modality.encode(batch)  # [B, *shape] in [-1, 1]
         if weights["r1"] > 0:

@@ -5,10 +5,9 @@ Both networks work on [B, C, H, W] for any C, H, W (28x28 digits, 64x64 RGB,
 G starts from a small base grid and doubles it k times; where H or W is not
 base * 2^k, G renders a slightly larger grid and crops its centre.
 
-With `n_classes` > 0 both are class-conditional: G reads a learned
-embedding of the label beside z, and D adds the projection of its features
-on the label's embedding to its score (projection discriminator, Miyato and
-Koyama 2018).
+With `n_classes` > 0 both are class-conditional (Mirza and Osindero 2014):
+G reads the label one-hot beside z, and D reads it as one-hot planes beside
+the image channels.
 """
 from __future__ import annotations
 
@@ -63,9 +62,8 @@ class Generator(nn.Module):
         k, h0, w0 = plan_scales(self.height, self.width)
         widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
         self.base = (widths[0], h0, w0)
-        self.embed = nn.Embedding(cfg.n_classes, cfg.z_dim) if cfg.n_classes else None
         self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim * (2 if cfg.n_classes else 1), widths[0] * h0 * w0, bias=False),
+            nn.Linear(cfg.z_dim + cfg.n_classes, widths[0] * h0 * w0, bias=False),
             nn.Unflatten(1, self.base),
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(inplace=True),
@@ -80,10 +78,10 @@ class Generator(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        if self.embed is not None:
+        if self.n_classes:
             if y is None:
                 raise ValueError("this generator is class-conditional: pass labels y [B]")
-            z = torch.cat([z, self.embed(y)], 1)  # [B, 2 * z_dim]
+            z = torch.cat([z, torch.nn.functional.one_hot(y, self.n_classes).to(z.dtype)], 1)  # [B, z_dim + K]
         x = self.body(self.project(z))  # [B, C, h0 * 2^k, w0 * 2^k]
         dh, dw = x.shape[2] - self.height, x.shape[3] - self.width
         if dh or dw:
@@ -120,7 +118,8 @@ class Discriminator(nn.Module):
         k, _, _ = plan_scales(height, width)
         k = max(k, 1)
         widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(k)]
-        layers: list[nn.Module] = [nn.Conv2d(c_in, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        self.n_classes = cfg.n_classes
+        layers: list[nn.Module] = [nn.Conv2d(c_in + cfg.n_classes, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         layers += _d_refine(widths[0], cfg.depth, cfg.d_norm)
         h, w = height // 2, width // 2
         for c_prev, c_next in zip(widths[:-1], widths[1:]):
@@ -129,24 +128,19 @@ class Discriminator(nn.Module):
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1] * h * w, 1)
-        self.n_classes = cfg.n_classes
-        self.embed = nn.Embedding(cfg.n_classes, widths[-1] * h * w) if cfg.n_classes else None
         self.apply(_init_weights)
-        if self.embed is not None:  # small, like the head: the projection must not swamp the score at first
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)
         if cfg.spectral_norm:  # after init: the parametrisation wraps the initialised weight
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     spectral_norm(m)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        h = self.features(x).flatten(1)  # [B, F]
-        out = self.head(h).squeeze(1)
-        if self.embed is not None:
+        if self.n_classes:
             if y is None:
                 raise ValueError("this discriminator is class-conditional: pass labels y [B]")
-            out = out + (self.embed(y) * h).sum(1)  # projection of the features on the label's embedding
-        return out
+            planes = torch.nn.functional.one_hot(y, self.n_classes).to(x.dtype)  # [B, K]
+            x = torch.cat([x, planes[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)  # [B, C + K, H, W]
+        return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
 def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:

@@ -1,7 +1,8 @@
 """The training loop: determinism, exact resume, kills and Ctrl-C, logs, previews.
 
-In-process runs use 256 random 1x16x16 images and nets 8 channels wide, so a
-run takes a fraction of a second. Subprocess runs go through `python -m multigan`.
+In-process runs use 256 random 1x16x16 images (with 4 labels for
+class-conditional runs) and nets 8 channels wide, so a run takes a fraction
+of a second. Subprocess runs go through `python -m multigan`.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from PIL import Image
 
 from multigan import build
 from multigan.config import LOSS_KINDS, DataConfig, LossConfig, NetConfig, RunConfig, TrainConfig
-from multigan.data.tensors import ImageTensorDataset
+from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from multigan.engine.trainer import IndexStream, train
-from multigan.errors import CheckpointError, ConfigError
+from multigan.errors import CheckpointError, ConfigError, DataError
 from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
 from same_state import assert_same
@@ -32,28 +33,32 @@ from same_state import assert_same
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (1, 16, 16)
 DATASET = ImageTensorDataset(torch.randint(0, 256, (256,) + SHAPE, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+N_CLASSES = 4
+LABELS = torch.arange(256) % N_CLASSES
+LABELLED = Labelled(ImageTensorDataset(DATASET.images, LABELS), N_CLASSES)
 LOG_KEYS = {"step", "d_adv", "g_adv", "d_real", "d_fake", "grad_norm_D", "grad_norm_G", "img_per_s"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cfg(steps=6, kind="nonsaturating", weights=None, d_norm="batch", **train_settings) -> RunConfig:
+def _cfg(steps=6, kind="nonsaturating", weights=None, d_norm="batch", n_classes=0, **train_settings) -> RunConfig:
     settings = dict(steps=steps, batch_size=16, device="cpu", ema_decay=0.9, ema_rampup=2, log_every=3,
                     preview_every=1000, checkpoint_every=1000, n_preview=8)
     settings.update(train_settings)
     return RunConfig(
         data=DataConfig(source="folder", channels=1, height=16, width=16),
-        model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm=d_norm),
+        model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm=d_norm, n_classes=n_classes),
         loss=LossConfig(kind=kind, weights=weights or {}),
         train=TrainConfig(**settings),
     )
 
 
-def _run(cfg: RunConfig, run_dir: Path, resume=None) -> Path:
+def _run(cfg: RunConfig, run_dir: Path, resume=None, dataset=None) -> Path:
     torch.manual_seed(1234)  # the networks' initial weights
     G, D = dcgan.build(cfg.model, SHAPE)
-    return train(cfg, ImageModality(*SHAPE), G, D, DATASET, run_dir, resume=resume, progress=False)
+    dataset = dataset or (LABELLED if cfg.model.n_classes else DATASET)
+    return train(cfg, ImageModality(*SHAPE), G, D, dataset, run_dir, resume=resume, progress=False)
 
 
 def _log(run_dir: Path) -> list[dict]:
@@ -123,6 +128,72 @@ def test_resume_refuses_a_different_model(tmp_path):
     G, D = dcgan.build(other.model, SHAPE)
     with pytest.raises(CheckpointError):
         train(other, ImageModality(*SHAPE), G, D, DATASET, tmp_path / "b", resume=half, progress=False)
+
+
+# Class-conditional runs ------------------------------------------------------------
+@pytest.mark.parametrize("case", ["default", "wgan-gp-n_critic-2"])
+def test_conditional_resume_is_exact(tmp_path, case):
+    n = 3
+    settings = dict(RESUME_CASES[case], n_classes=N_CLASSES)
+    straight = load_checkpoint(_run(_cfg(steps=2 * n, **settings), tmp_path / "straight"))
+
+    half = _run(_cfg(steps=n, **settings), tmp_path / "split")
+    halfway = {k: v.clone() for k, v in load_checkpoint(half)["G"].items()}
+    resumed = load_checkpoint(_run(_cfg(steps=2 * n, **settings), tmp_path / "split", resume=half))
+
+    assert resumed["step"] == straight["step"] == 2 * n
+    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "noise", "rng"):
+        assert_same(straight[key], resumed[key], key)
+    assert any(not torch.equal(halfway[k], resumed["G"][k]) for k in halfway), "the resumed run did not train"
+    assert (tmp_path / "straight" / "previews" / f"step-{2 * n:07d}.png").is_file()
+    records = _log(tmp_path / "straight")
+    assert records and all(math.isfinite(v) for r in records for v in r.values())
+
+
+def test_conditional_checkpoint_restores_a_conditional_G(tmp_path):
+    path = _run(_cfg(steps=2, n_classes=N_CLASSES), tmp_path)
+    state = load_checkpoint(path)
+    restored = build.restore(path)
+    assert restored.config.model.n_classes == N_CLASSES and restored.step == 2
+    assert restored.G.n_classes == N_CLASSES and not restored.G.training
+    assert_same(dict(restored.G.state_dict()), dict(state["G_ema"]), "G_ema")
+    z = torch.randn(N_CLASSES, 8)
+    x = restored.G(z, torch.arange(N_CLASSES))
+    assert x.shape == (N_CLASSES, *SHAPE)
+    with pytest.raises(ValueError):
+        restored.G(z)
+    # Its settings cannot resume as an unconditional run.
+    cfg = _cfg(steps=4)
+    torch.manual_seed(0)
+    G, D = dcgan.build(cfg.model, SHAPE)
+    with pytest.raises(CheckpointError):
+        train(cfg, ImageModality(*SHAPE), G, D, DATASET, tmp_path / "other", resume=path, progress=False)
+
+
+def test_conditional_training_reads_the_real_labels(tmp_path):
+    # The same images and noise with other real labels: D must learn something else.
+    cfg = _cfg(steps=2, n_classes=N_CLASSES)
+    shifted = Labelled(ImageTensorDataset(DATASET.images, (LABELS + 1) % N_CLASSES), N_CLASSES)
+    a = load_checkpoint(_run(cfg, tmp_path / "a"))
+    b = load_checkpoint(_run(cfg, tmp_path / "b", dataset=shifted))
+    again = load_checkpoint(_run(cfg, tmp_path / "again"))
+    assert_same(a["D"], again["D"], "D")
+    for key in ("D", "G"):
+        assert any(not torch.equal(a[key][k], b[key][k]) for k in a[key] if a[key][k].is_floating_point()), key
+
+
+def test_train_run_wraps_labelled_data_for_a_conditional_model(tmp_path, monkeypatch):
+    labelled_images = ImageTensorDataset(DATASET.images, LABELS)
+    monkeypatch.setattr(build, "load_data", lambda data_cfg, progress=True: (labelled_images, ImageModality(*SHAPE)))
+    cfg = _cfg(steps=2, n_classes=N_CLASSES)
+    state = load_checkpoint(build.train_run(cfg, tmp_path / "a", progress=False))
+    assert state["step"] == 2 and RunConfig.from_json(state["config"]).model.n_classes == N_CLASSES
+    # More classes in the data than the model has, or no labels at all: a DataError before any training.
+    for dataset, n_classes in ((labelled_images, 3), (DATASET, N_CLASSES)):
+        monkeypatch.setattr(build, "load_data", lambda data_cfg, progress=True, d=dataset: (d, ImageModality(*SHAPE)))
+        with pytest.raises(DataError):
+            build.train_run(_cfg(steps=2, n_classes=n_classes), tmp_path / f"refused-{n_classes}", progress=False)
+        assert not (tmp_path / f"refused-{n_classes}").exists()
 
 
 # Losses, logs, previews, checkpoints ---------------------------------------------

@@ -7,11 +7,11 @@ from multigan.config import AudioConfig, DataConfig, NetConfig, RunConfig, Train
 
 
 def mnist_quick() -> RunConfig:
-    """DCGAN on MNIST that draws recognisable digits in a few minutes on 2 CPU cores."""
+    """Class-conditional DCGAN on MNIST that draws recognisable digits in a few minutes on 2 CPU cores."""
     return RunConfig(
         name="mnist-quick",
         data=DataConfig(modality="image", source="mnist", channels=1, height=28, width=28),
-        model=NetConfig(z_dim=64, g_width=48, d_width=48),
+        model=NetConfig(z_dim=64, g_width=48, d_width=48, n_classes=-1),
         train=TrainConfig(steps=4000, batch_size=64, ema_decay=0.995, ema_rampup=50,
                           log_every=25, preview_every=250, checkpoint_every=500),
     )
@@ -22,18 +22,22 @@ def mnist() -> RunConfig:
     return RunConfig(
         name="mnist",
         data=DataConfig(modality="image", source="mnist", channels=1, height=28, width=28),
-        model=NetConfig(z_dim=100, g_width=64, d_width=64),
+        model=NetConfig(z_dim=100, g_width=64, d_width=64, depth=1, n_classes=-1),
         train=TrainConfig(steps=30000, batch_size=64, ema_decay=0.999, ema_rampup=500,
                           log_every=50, preview_every=1000, checkpoint_every=2000),
     )
 
 
 def voice_quick() -> RunConfig:
-    """DCGAN on 64x64 log-mel spectrograms of 1-second clips at 8 kHz (spoken digits, for example)."""
+    """DCGAN on 64x64 log-mel spectrograms of 1-second clips at 8 kHz (spoken digits, for example).
+
+    Conditioned on the clips' labels when they have some (sub-folders, or
+    FSDD-style file names), unconditional otherwise.
+    """
     return RunConfig(
         name="voice-quick",
         data=DataConfig(modality="mel", source="folder", audio=AudioConfig()),
-        model=NetConfig(z_dim=100, g_width=32, d_width=32),
+        model=NetConfig(z_dim=100, g_width=32, d_width=32, n_classes=-1),
         train=TrainConfig(steps=3000, batch_size=64, ema_decay=0.995, ema_rampup=100,
                           log_every=25, preview_every=250, checkpoint_every=500, n_preview=36),
     )
@@ -44,7 +48,7 @@ def voice() -> RunConfig:
     return RunConfig(
         name="voice",
         data=DataConfig(modality="mel", source="folder", audio=AudioConfig()),
-        model=NetConfig(z_dim=100, g_width=64, d_width=64),
+        model=NetConfig(z_dim=100, g_width=64, d_width=64, n_classes=-1),
         train=TrainConfig(steps=30000, batch_size=64, ema_decay=0.999, ema_rampup=500,
                           log_every=50, preview_every=1000, checkpoint_every=2000, n_preview=36),
     )

@@ -14,7 +14,7 @@ from PIL import Image
 
 from multigan.build import build_nets, restore, train_run
 from multigan.engine.checkpoint import load_checkpoint
-from multigan.generate import generate
+from multigan.generate import generate, labels_for, synthesize
 from multigan.presets import mnist_quick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,8 @@ def test_generate_from_checkpoint_alone(mnist_run, tmp_path, monkeypatch):
     torch.manual_seed(0)
     untrained, _ = build_nets(restored.config.model, restored.modality.shape)
     with torch.no_grad():
-        before = restored.modality.decode(untrained.eval()(torch.randn(16, restored.G.z_dim))).float().mean().item()
+        x = synthesize(untrained.eval(), torch.randn(16, restored.G.z_dim), labels_for(untrained, 16))
+        before = restored.modality.decode(x).float().mean().item()
     after = float(np.mean(pixels))
     assert after < before - 5, f"mean pixel {after:.0f} after training, {before:.0f} before"
 

@@ -74,6 +74,7 @@ def _apply_flags(cfg, args):
     flags = {
         "train.steps": args.steps, "train.batch_size": args.batch_size, "train.device": args.device,
         "train.seed": args.seed, "data.root": args.data_root, "train.amp": True if args.amp else None,
+        "eval.every": args.eval_every,
     }
     for key, value in flags.items():
         if value is not None:
@@ -268,6 +269,8 @@ def recipe_main(presets: dict, description: str, *, default_out: str, n_samples:
     p.add_argument("--steps", type=_positive_int, help="override the preset's number of steps")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--eval-every", type=_positive_int, metavar="N",
+                   help="measure the samples every N steps (metrics.jsonl) and keep checkpoints/best.pt")
     args = p.parse_args(argv)
     setup_logging()
     try:
@@ -276,7 +279,9 @@ def recipe_main(presets: dict, description: str, *, default_out: str, n_samples:
         from multigan.generate import generate
 
         cfg = presets[args.preset]()
-        for key, value in {"data.root": args.data_root, "train.steps": args.steps, "train.device": args.device}.items():
+        flags = {"data.root": args.data_root, "train.steps": args.steps, "train.device": args.device,
+                 "eval.every": args.eval_every}
+        for key, value in flags.items():
             if value is not None:
                 cfg = cfg.override(key, value)
         out = _writable_dir(Path(args.out or f"{default_out}-{args.preset}"))
@@ -315,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_int)
     t.add_argument("--data-root", metavar="PATH", help="dataset folder (for MNIST: a folder holding MNIST/raw)")
     t.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only)")
+    t.add_argument("--eval-every", type=_positive_int, metavar="N",
+                   help="measure FID, KID, classifier score... every N steps and keep checkpoints/best.pt (off by default)")
     t.add_argument("--resume", nargs="?", const="latest", metavar="CKPT",
                    help="continue from a checkpoint (default: the latest in the run folder)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -73,7 +73,7 @@ def test_help_does_not_import_torch_and_is_quick(tmp_path):
 # Dry run ----------------------------------------------------------------
 def test_dry_run_prints_resolved_settings(tmp_path):
     result = run("train", "mnist-quick", "--steps", "7", "--set", "loss.kind=hinge", "--set", "optim.betas=0.0,0.9",
-                 "--set", "model.d_norm=layer", "--seed", "5", "--dry-run", cwd=tmp_path)
+                 "--set", "model.d_norm=layer", "--seed", "5", "--eval-every", "300", "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["name"] == "mnist-quick"
@@ -83,6 +83,8 @@ def test_dry_run_prints_resolved_settings(tmp_path):
     assert settings["optim"]["betas"] == [0.0, 0.9]
     assert settings["model"]["d_norm"] == "layer"
     assert settings["model"]["g_width"] == 48  # untouched preset value
+    assert settings["model"]["n_classes"] == -1  # the preset takes its classes from the data
+    assert settings["eval"]["every"] == 300
     assert not (tmp_path / "runs").exists(), "a dry run created the run folder"
 
 

@@ -29,8 +29,11 @@ demo: install espeak
 	$(if $(VOICE_ROOT),,$(VENV)/bin/python recipes/voice/make_digits.py --out runs/demo-voice/clips)
 	$(VENV)/bin/python recipes/voice/train.py --out runs/demo-voice --data-root $(or $(VOICE_ROOT),runs/demo-voice/clips)
 	$(VENV)/bin/multigan generate runs/demo-voice/checkpoints/latest.pt --n 16 --out runs/demo-voice/generated
+	$(VENV)/bin/multigan -q report runs/demo-mnist
+	$(VENV)/bin/multigan -q report runs/demo-voice
 	@echo "Digits (PNG):        $(CURDIR)/runs/demo-mnist/generated/"
 	@echo "Spoken digits (WAV): $(CURDIR)/runs/demo-voice/generated/"
+	@echo "Reports (HTML):      $(CURDIR)/runs/demo-mnist/report/index.html, $(CURDIR)/runs/demo-voice/report/index.html"
 
 # espeak-ng speaks the demo's voice clips when no VOICE_ROOT is given.
 espeak:

@@ -408,12 +408,14 @@ def train(
                 last_path = checkpoint()
                 good = _cpu_copy(training_state())
         if stop.raised:
-            if not healthy():
-                log.warning("interrupted at step %d with non-finite weights: not saved", step)
-            elif last_path is None or last_path.name != ckpt.checkpoint_name(step):
-                last_path = checkpoint()
             bar.close()
-            log.warning("interrupted at step %d; saved %s (resume with --resume)", step, last_path)
+            if not healthy():
+                log.warning("interrupted at step %d with non-finite weights, which are not saved; the last good "
+                            "checkpoint is %s", step, last_path)
+            else:
+                if last_path is None or last_path.name != ckpt.checkpoint_name(step):
+                    last_path = checkpoint()
+                log.warning("interrupted at step %d; saved %s (resume with --resume)", step, last_path)
             raise KeyboardInterrupt
     finally:
         stop.restore()

@@ -34,11 +34,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
 
 # Help -------------------------------------------------------------------
 FLAGS = {
-    (): ["train", "generate", "info", "--version", "--quiet"],
+    (): ["train", "generate", "info", "evaluate", "report", "vocode", "--version", "--quiet"],
     ("train",): ["TARGET", "--steps", "--batch-size", "--out", "--device", "--seed", "--data-root", "--amp",
-                 "--resume", "--set", "--dry-run", "--no-progress", "mnist-quick"],
-    ("generate",): ["CHECKPOINT", "--n", "--out", "--seed", "--device"],
+                 "--resume", "--set", "--dry-run", "--no-progress", "--eval-every", "mnist-quick"],
+    ("generate",): ["CHECKPOINT", "--n", "--out", "--seed", "--label", "--device"],
     ("info",): ["CHECKPOINT", "--json"],
+    ("evaluate",): ["CHECKPOINT", "--n", "--data-root", "--features", "--out", "--seed", "--device"],
+    ("report",): ["RUN_DIR", "--out"],
 }
 
 

@@ -31,7 +31,7 @@ from multigan.console import setup_logging
 from multigan.data.audio_folder import fsdd_split, load_clip_folder
 from multigan.data.cache import default_cache_dir
 from multigan.data.mnist import load_mnist
-from multigan.metrics.evaluate import Evaluator, format_table, measure, reference_set
+from multigan.metrics.evaluate import Evaluator, FeatureSet, format_table, measure, reference_set
 from multigan.metrics.features import load_feature_net
 from multigan.presets import mnist_quick, voice_quick
 from machine_load import machine_busy_seconds  # bench/, beside this script
@@ -85,9 +85,8 @@ def voice(args, out: Path) -> dict:
     test = reference_set(extractor, test_clips, cache_dir=cache)
     # The vocoder's ceiling: held-out clips -> the model's log-mel -> inverse mel and Griffin-Lim -> features.
     waves = test_clips.__getitems__(range(len(test_clips)))  # [N, length]
-    parts = [extractor.embed_artifacts(G.modality.decode(G.modality.encode(waves[i:i + 100])))
-             for i in range(0, len(waves), 100)]
-    ceiling = type(test)(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    ceiling = FeatureSet.join([extractor.embed_artifacts(G.modality.decode(G.modality.encode(waves[i:i + 100])))
+                               for i in range(0, len(waves), 100)])
     columns = {
         "generated": Evaluator(G.modality, extractor, train, n=len(test))(G.G),
         "real after Griffin-Lim": measure(ceiling, train),

@@ -172,11 +172,14 @@ class Restored:
 def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
     """Rebuild the adapter and the EMA generator from a checkpoint, without any dataset."""
     from multigan.engine.checkpoint import latest_checkpoint, load_checkpoint
+    from multigan.metrics.features import KIND as FEATURE_NET
 
     path = Path(path)
     if path.is_dir():
         path = latest_checkpoint(path)
     state = load_checkpoint(path)
+    if state.get("kind") == FEATURE_NET:
+        raise CheckpointError(f"{path} is a feature network (for --features), not a training checkpoint")
     try:
         cfg = RunConfig.from_json(state["config"])
         modality = _lookup(MODALITIES, state["modality"]["name"], "modality").from_state(state["modality"]["state"])

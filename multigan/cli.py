@@ -165,6 +165,8 @@ def cmd_info(args) -> int:
 
 def cmd_evaluate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
+    if args.n < 10:
+        raise MultiganError(f"--n must be at least 10 samples, got {args.n}")
     from multigan.build import evaluate_checkpoint
     from multigan.engine.trainer import pick_device
     from multigan.metrics.evaluate import format_table

@@ -132,6 +132,9 @@ BAD_COMMANDS = {
     "train settings file with an unknown key": (["train", "typo.json", "--dry-run"], "train.stepz"),
     "train missing settings file": (["train", "missing.json", "--dry-run"], "missing.json"),
     "train --out under a file": (["train", "mnist-quick", "--out", "afile/run", "--steps", "1"], "afile/run"),
+    "evaluate --n 3": (["evaluate", "random.pt", "--n", "3"], "--n must be at least 10"),
+    "evaluate a missing checkpoint": (["evaluate", "nope.pt"], "nope.pt"),
+    "report a folder that is not a run": (["report", "G"], "G"),
     "unknown command": (["fly"], "fly"),
 }
 

@@ -8,7 +8,6 @@ measure the whole pipeline a listener hears.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from multigan.metrics.distances import diversity, fid, kid, precision_recall, tr
 from multigan.metrics.features import FeatureExtractor
 from multigan.metrics.scores import class_coverage, classifier_score
 from multigan.modalities.base import Modality
-
-log = logging.getLogger("multigan")
 
 # name -> (label, lower is better); the order of tables and reports
 METRICS: dict[str, tuple[str, bool]] = {
@@ -48,6 +45,11 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    @classmethod
+    def join(cls, parts: list[tuple[Tensor, Tensor]]) -> FeatureSet:
+        """One set from (features, probabilities) of consecutive batches."""
+        return cls(torch.cat([f for f, _ in parts]), torch.cat([p for _, p in parts]))
 
     def subset(self, n: int, seed: int = 0) -> FeatureSet:
         """At most n rows, drawn without replacement (all rows, in order, when there are not more)."""
@@ -100,8 +102,7 @@ def reference_set(extractor: FeatureExtractor, dataset, *, cache_dir: str | os.P
             return FeatureSet(saved["features"], saved["probs"])
         except Exception:  # no cache yet, or a damaged one (the loader raises many kinds): compute again
             pass
-    parts = [extractor.embed(x, batch_size) for x in inputs]
-    ref = FeatureSet(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    ref = FeatureSet.join([extractor.embed(x, batch_size) for x in inputs])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -129,13 +130,11 @@ class Evaluator:
         """Features of n samples of G (noise drawn on the CPU from the fixed seed; every class in turn if conditional)."""
         z = torch.randn(self.n, G.z_dim, generator=torch.Generator().manual_seed(self.seed))
         y = labels_for(G, self.n)
-        feats, probs = [], []
+        parts = []
         for i in range(0, self.n, self.batch_size):
             x = synthesize(G, z[i:i + self.batch_size], None if y is None else y[i:i + self.batch_size], self.batch_size)
-            f, p = self.extractor.embed_artifacts(self.modality.decode(x))
-            feats.append(f)
-            probs.append(p)
-        return FeatureSet(torch.cat(feats), torch.cat(probs))
+            parts.append(self.extractor.embed_artifacts(self.modality.decode(x)))
+        return FeatureSet.join(parts)
 
     def __call__(self, G: nn.Module) -> dict[str, float]:
         t0 = time.perf_counter()

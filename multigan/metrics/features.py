@@ -177,10 +177,6 @@ class FeatureExtractor:
     def embed_artifacts(self, artifacts) -> tuple[Tensor, Tensor]:
         return self.embed(self.input.from_artifacts(artifacts))
 
-    def embed_dataset(self, dataset, batch_size: int = 500) -> tuple[Tensor, Tensor]:
-        parts = [self.embed(x, batch_size) for x in self.input.dataset_batches(dataset, batch_size)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
     def to(self, device) -> FeatureExtractor:
         self.net.to(device)
         return self

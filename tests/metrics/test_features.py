@@ -12,6 +12,7 @@ from multigan.config import AudioConfig
 from multigan.data.audio_folder import fsdd_split, load_clip_folder
 from multigan.data.mnist import load_mnist
 from multigan.data.tensors import ImageTensorDataset
+from multigan.metrics.evaluate import reference_set
 from multigan.engine.checkpoint import save_checkpoint
 from multigan.errors import CheckpointError, DataError
 from multigan.metrics.features import (
@@ -85,10 +86,11 @@ def test_kept_spoken_digit_classifier_on_fsdd_takes_0_to_4(fsdd_test):
     assert accuracy == pytest.approx(extractor.test_accuracy, abs=0.01), "the file's recorded accuracy does not hold"
 
 
-def test_embed_dataset_follows_the_dataset_order(mnist_test):
+def test_reference_features_follow_the_dataset_order(mnist_test):
     extractor = load_feature_net(ASSETS / "digit-classifier.pt")
     subset = ImageTensorDataset(mnist_test.images[:130])
-    features, probs = extractor.embed_dataset(subset, batch_size=50)  # three batches, the last one short
+    ref = reference_set(extractor, subset, batch_size=50)  # three batches, the last one short
+    features, probs = ref.features, ref.probs
     direct = extractor.embed(extractor.input.inputs(subset.images))
     torch.testing.assert_close(features, direct[0])
     torch.testing.assert_close(probs, direct[1])
@@ -298,3 +300,11 @@ def test_fit_classifier_learns_an_easy_task():
     after = fit_classifier(net, batches, test, epochs=3, steps_per_epoch=8, lr=1e-2, progress=False)
     assert after >= 0.95 > before
     assert after == accuracy_of(net, *test)
+
+
+def test_a_feature_network_is_not_taken_for_a_training_checkpoint():
+    from multigan.build import restore
+    from multigan.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is a feature network"):
+        restore(ASSETS / "digit-classifier.pt")

@@ -239,6 +239,7 @@ def train(
         return noise_z, (torch.randint(n_classes, (n,), device=device, generator=noise) if n_classes else None)
 
     def conditioned(net: nn.Module, y: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """`net` as a function of its first input: labels bound for a conditional run."""
         return (lambda x: net(x, y)) if n_classes else net
 
     def d_terms(last: bool) -> dict[str, Tensor]:
@@ -251,11 +252,11 @@ def train(
             real.requires_grad_(True)
         noise_z, y_fake = z(real.shape[0])
         if last:  # keep G's graph so the G step can reuse this fake batch
-            fake = G(noise_z, y_fake) if n_classes else G(noise_z)
+            fake = conditioned(G, y_fake)(noise_z)
             cache["fake"], cache["y"] = fake, y_fake
         else:
             with torch.no_grad():
-                fake = G(noise_z, y_fake) if n_classes else G(noise_z)
+                fake = conditioned(G, y_fake)(noise_z)
         out_real, out_fake = conditioned(D, y_real)(real), conditioned(D, y_fake)(fake.detach())
         terms = {"d_adv": loss.d_loss(out_real, out_fake)}
         if weights["gp"] > 0:
@@ -272,7 +273,7 @@ def train(
         fake, y_fake = cache.pop("fake", None), cache.pop("y", None)
         if fake is None:
             noise_z, y_fake = z(tc.batch_size)
-            fake = G(noise_z, y_fake) if n_classes else G(noise_z)
+            fake = conditioned(G, y_fake)(noise_z)
         return {"g_adv": loss.g_loss(conditioned(D, y_fake)(fake))}
 
     phases = [

@@ -1,6 +1,6 @@
 """Throughput and peak memory of the engine against a bare PyTorch DCGAN loop.
 
-Both train the same DCGAN (the mnist-quick preset's nets, 1x28x28) from the
+Both train the same unconditional DCGAN (the mnist-quick preset's nets, 1x28x28) from the
 same initial weights, at the same batch size, for the same number of steps,
 on the same in-memory MNIST, in one process. Runs alternate (bare, engine,
 bare, engine, ...) so that a change in machine load hits both alike.
@@ -86,8 +86,9 @@ def bare_loop(G: nn.Module, D: nn.Module, images: Tensor, steps: int, batch_size
 
 
 def engine_config(steps: int, batch_size: int, device: str) -> RunConfig:
-    """The mnist-quick settings, with periodic previews and checkpoints past the end of the run."""
-    cfg = mnist_quick()
+    """The mnist-quick settings, unconditional like the bare loop, with periodic previews and checkpoints
+    past the end of the run."""
+    cfg = mnist_quick().override("model.n_classes", 0)
     return dataclasses.replace(cfg, train=dataclasses.replace(
         cfg.train, steps=steps, batch_size=batch_size, device=device,
         preview_every=NEVER, checkpoint_every=NEVER,  # log_every stays at the preset's value

@@ -147,4 +147,6 @@ def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discr
     """G and D for samples of `shape` (C, H, W)."""
     if len(shape) != 3:
         raise ConfigError(f"the DCGAN family needs samples of shape (C, H, W), got {tuple(shape)}")
+    if cfg.n_classes < 0:  # -1 means "as many as the data has": only the data can say
+        raise ConfigError("model.n_classes=-1 must be resolved from the data's labels before the nets are built")
     return Generator(cfg, shape), Discriminator(cfg, shape)

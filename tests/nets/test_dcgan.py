@@ -244,3 +244,8 @@ def test_unconditional_nets_have_no_embedding_and_the_dcgan_parameter_count():
     # Only conditioning adds parameters.
     Gc, Dc = build(CONDITIONAL, (1, 28, 28))
     assert _n_params(Gc) > g_count and _n_params(Dc) > d_count
+
+
+def test_classes_from_the_data_must_be_resolved_before_building():
+    with pytest.raises(ConfigError, match="n_classes=-1"):
+        build(NetConfig(n_classes=-1), (1, 28, 28))

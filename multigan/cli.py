@@ -208,6 +208,7 @@ def cmd_vocode(args) -> int:
     from multigan.audio.io import load_audio, write_wav
     from multigan.audio.spectral import log_spectral_distance, magnitude, spectral_convergence
     from multigan.audio.vocoder import mel_db_to_wave
+    from multigan.modalities.mel import analyze
     from multigan.config import AudioConfig, replace_setting
     from multigan.data.audio_folder import find_audio_files
 
@@ -231,7 +232,7 @@ def cmd_vocode(args) -> int:
 
     for path in tqdm(files, desc="vocoding", unit="clip", disable=len(files) < 4):
         wave = torch.from_numpy(load_audio(path, a.sample_rate))  # [T]
-        db = log_mel_of(wave, a)
+        db = analyze(wave, a)
         rebuilt = mel_db_to_wave(db, sample_rate=a.sample_rate, n_fft=a.n_fft, hop_length=a.hop_length, fmin=a.fmin,
                                  fmax=a.fmax, htk=a.htk, n_iter=a.gl_iter, momentum=a.gl_momentum, init=a.gl_init,
                                  length=len(wave), generator=torch.Generator().manual_seed(0))
@@ -252,13 +253,6 @@ def cmd_vocode(args) -> int:
     print(f"wrote {len(rows)} WAV files to {out} ({a.n_mels} mels, n_fft {a.n_fft}, hop {a.hop_length}, "
           f"{a.gl_iter} Griffin-Lim iterations)")
     return 0
-
-
-def log_mel_of(wave, audio):
-    from multigan.audio.spectral import log_mel
-
-    return log_mel(wave, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels, fmin=audio.fmin,
-                   fmax=audio.fmax, htk=audio.htk)
 
 
 def recipe_main(presets: dict, description: str, *, default_out: str, n_samples: int, needs_data: bool,

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multigan.audio.io import fix_length
-from multigan.audio.spectral import log_mel
 from multigan.config import AudioConfig
 from multigan.errors import CheckpointError, DataError
+from multigan.modalities.mel import MIN_STD_DB, analyze
 
 log = logging.getLogger("multigan")
 
@@ -112,12 +112,7 @@ class LogMelClips:
     def __init__(self, audio: AudioConfig, mean: Tensor, std: Tensor):
         self.audio = audio
         self.mean = mean.detach().float().cpu()  # [n_mels] dB
-        self.std = std.detach().float().cpu().clamp_min(1.0)
-
-    def log_mel(self, waves: Tensor) -> Tensor:
-        """waves [B, length] at the classifier's rate -> dB [B, n_mels, frames]."""
-        a = self.audio
-        return log_mel(waves.float(), a.sample_rate, a.n_fft, a.hop_length, a.n_mels, fmin=a.fmin, fmax=a.fmax, htk=a.htk)
+        self.std = std.detach().float().cpu().clamp_min(MIN_STD_DB)
 
     def inputs(self, waves: Tensor, sample_rate: int) -> Tensor:
         """waves [B, T] at `sample_rate` -> network input [B, 1, n_mels, frames]."""
@@ -129,7 +124,7 @@ class LogMelClips:
             waves = torch.from_numpy(librosa.resample(waves.detach().float().cpu().numpy(), orig_sr=int(sample_rate),
                                                       target_sr=self.audio.sample_rate, axis=-1)).float()
         waves = fix_length(waves, self.audio.length, mode="center")
-        db = self.log_mel(waves)
+        db = analyze(waves.float(), self.audio)  # [B, n_mels, frames]
         return ((db - self.mean.to(db.device)[:, None]) / self.std.to(db.device)[:, None]).unsqueeze(1)
 
     def from_artifacts(self, artifacts) -> Tensor:

@@ -29,7 +29,13 @@ from multigan.config import AudioConfig
 from multigan.errors import DataError
 from multigan.modalities.image import save_grid, save_png
 
-_MIN_STD_DB = 1.0  # a bin with (almost) constant level must not blow up when normalised
+MIN_STD_DB = 1.0  # a bin with (almost) constant level must not blow up when normalised
+
+
+def analyze(wave: Tensor, audio: AudioConfig) -> Tensor:
+    """wave [..., T] -> log-mel in dB [..., n_mels, frames] with the analysis settings of `audio`."""
+    a = audio
+    return log_mel(wave, a.sample_rate, a.n_fft, a.hop_length, a.n_mels, fmin=a.fmin, fmax=a.fmax, htk=a.htk)
 
 
 @dataclass
@@ -51,7 +57,7 @@ class MelModality:
             raise DataError(f"mel statistics must have {audio.n_mels} bins, got {tuple(mean.shape)} and {tuple(std.shape)}")
         self.audio = audio
         self.mean = mean.detach().float().cpu()
-        self.std = std.detach().float().cpu().clamp_min(_MIN_STD_DB)
+        self.std = std.detach().float().cpu().clamp_min(MIN_STD_DB)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -60,8 +66,7 @@ class MelModality:
     # data <-> model space ----------------------------------------------------
     def analyze(self, wave: Tensor) -> Tensor:
         """wave [..., T] -> log-mel in dB [..., n_mels, frames]."""
-        a = self.audio
-        return log_mel(wave, a.sample_rate, a.n_fft, a.hop_length, a.n_mels, fmin=a.fmin, fmax=a.fmax, htk=a.htk)
+        return analyze(wave, self.audio)
 
     def normalize(self, mel_db: Tensor) -> Tensor:
         """dB [B, n_mels, frames] -> model space [B, 1, n_mels, frames] in [-1, 1]."""

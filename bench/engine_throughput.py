@@ -39,7 +39,8 @@ from torch import Tensor, nn
 
 from multigan.config import DEVICES, NetConfig, RunConfig
 from multigan.data.mnist import load_mnist
-from multigan.engine.trainer import pick_device, train
+from multigan.engine.distributed import pick_device
+from multigan.engine.trainer import train
 from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
 from multigan.presets import mnist_quick

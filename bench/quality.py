@@ -26,7 +26,9 @@ from pathlib import Path
 
 import torch
 
-from multigan.build import feature_net_path, restore, train_run
+from multigan.registry import feature_net_path
+from multigan.restore import restore
+from multigan.run import train_run
 from multigan.console import setup_logging
 from multigan.data.audio_folder import fsdd_split, load_clip_folder
 from multigan.data.cache import default_cache_dir

@@ -112,7 +112,7 @@ def cmd_train(args) -> int:
         return 0
     _writable_dir(out)
 
-    from multigan.build import train_run
+    from multigan.run import train_run
 
     last = train_run(cfg, out, resume=resume, progress=not args.no_progress)
     print(f"checkpoint: {last}")
@@ -123,8 +123,8 @@ def cmd_train(args) -> int:
 
 def cmd_generate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
-    from multigan.build import restore
-    from multigan.engine.trainer import pick_device
+    from multigan.restore import restore
+    from multigan.engine.distributed import pick_device
     from multigan.generate import generate, labels_for
 
     device = pick_device(args.device)
@@ -138,7 +138,7 @@ def cmd_generate(args) -> int:
 
 def cmd_info(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
-    from multigan.build import restore
+    from multigan.restore import restore
 
     r = restore(path)
     n_params = sum(p.numel() for p in r.G.parameters())
@@ -167,8 +167,8 @@ def cmd_evaluate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
     if args.n < 10:
         raise MultiganError(f"--n must be at least 10 samples, got {args.n}")
-    from multigan.build import evaluate_checkpoint
-    from multigan.engine.trainer import pick_device
+    from multigan.run import evaluate_checkpoint
+    from multigan.engine.distributed import pick_device
     from multigan.metrics.evaluate import format_table
 
     result = evaluate_checkpoint(path, n=args.n, data_root=args.data_root, features=args.features or "",
@@ -200,7 +200,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_vocode(args) -> int:
-    """Real clips through log-mel and back with Griffin-Lim: the vocoder's ceiling."""
+    """Real clips through log-mel and back with Griffin-Lim: the vocoder's ceiling.
+
+    Each clip is written to OUT under its path relative to IN with ".wav" added
+    (IN/a/x.wav -> OUT/a/x.wav.wav, IN/y.flac -> OUT/y.flac.wav): distinct
+    inputs never share an output, whatever their folders and extensions.
+    """
     source = _existing_file(args.input, "input")
     out = _writable_dir(Path(args.out))
     import torch
@@ -213,7 +218,7 @@ def cmd_vocode(args) -> int:
     from multigan.data.audio_folder import find_audio_files
 
     if args.checkpoint:
-        from multigan.build import restore
+        from multigan.restore import restore
 
         audio = getattr(restore(_existing_file(args.checkpoint, "checkpoint")).modality, "audio", None)
         if audio is None:
@@ -231,7 +236,9 @@ def cmd_vocode(args) -> int:
     from tqdm import tqdm
 
     for path in tqdm(files, desc="vocoding", unit="clip", disable=len(files) < 4):
-        wave = torch.from_numpy(load_audio(path, a.sample_rate))  # [T]
+        name = path.name if path == source else path.relative_to(source).as_posix()
+        wave = torch.from_numpy(load_audio(path, a.sample_rate, min_source_rate=a.min_source_rate,
+                                           max_source_rate=a.max_source_rate, max_seconds=a.max_seconds))  # [T]
         db = analyze(wave, a)
         rebuilt = mel_db_to_wave(db, sample_rate=a.sample_rate, n_fft=a.n_fft, hop_length=a.hop_length, fmin=a.fmin,
                                  fmax=a.fmax, htk=a.htk, n_iter=a.gl_iter, momentum=a.gl_momentum, init=a.gl_init,
@@ -239,8 +246,8 @@ def cmd_vocode(args) -> int:
         ref = magnitude(wave, a.n_fft, a.hop_length)
         est = magnitude(rebuilt, a.n_fft, a.hop_length)
         sc, lsd = float(spectral_convergence(ref, est)), float(log_spectral_distance(ref, est))
-        write_wav(out / f"{path.stem}.wav", rebuilt, a.sample_rate)
-        rows.append((path.name, sc, lsd))
+        write_wav(out / f"{name}.wav", rebuilt, a.sample_rate)
+        rows.append((name, sc, lsd))
     width = max(len(r[0]) for r in rows)
     print(f"{'clip':<{width}}  spectral convergence  log-spectral distance (dB)")
     for name, sc, lsd in rows if len(rows) <= 20 else rows[:10]:
@@ -250,8 +257,8 @@ def cmd_vocode(args) -> int:
     mean_sc = sum(r[1] for r in rows) / len(rows)
     mean_lsd = sum(r[2] for r in rows) / len(rows)
     print(f"{'mean of ' + str(len(rows)):<{width}}  {mean_sc:20.4f}  {mean_lsd:26.2f}")
-    print(f"wrote {len(rows)} WAV files to {out} ({a.n_mels} mels, n_fft {a.n_fft}, hop {a.hop_length}, "
-          f"{a.gl_iter} Griffin-Lim iterations)")
+    print(f"wrote {len(rows)} WAV files to {out}, each named <clip>.wav ({a.n_mels} mels, n_fft {a.n_fft}, "
+          f"hop {a.hop_length}, {a.gl_iter} Griffin-Lim iterations)")
     return 0
 
 
@@ -270,7 +277,8 @@ def recipe_main(presets: dict, description: str, *, default_out: str, n_samples:
     args = p.parse_args(argv)
     setup_logging()
     try:
-        from multigan.build import restore, train_run
+        from multigan.restore import restore
+        from multigan.run import train_run
         from multigan.engine.checkpoint import latest_checkpoint
         from multigan.generate import generate
 
@@ -357,13 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="measure a checkpoint: FID, KID, classifier score, coverage, precision, recall",
                        description="Generate N samples from a checkpoint's EMA generator and measure them against the "
-                                   "data it was trained on, on the features of a small classifier kept in assets/ "
+                                   "data it was trained on, on the features of a small classifier shipped with multigan "
                                    "(digits for MNIST, spoken digits for voice clips; sounds are measured after "
                                    "Griffin-Lim). Prints a table and writes the figures as JSON.")
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint, or a run folder (its latest checkpoint)")
     e.add_argument("--n", type=_positive_int, default=2000, help="number of generated samples (default 2000)")
     e.add_argument("--data-root", metavar="PATH", help="the reference data (default: the folder the run trained on)")
-    e.add_argument("--features", metavar="FILE", help="a feature network file (default: the one in assets/)")
+    e.add_argument("--features", metavar="FILE", help="a feature network file (default: the one shipped in multigan/assets/)")
     e.add_argument("--out", metavar="FILE", help="JSON file (default: RUN/evaluation.json)")
     e.add_argument("--seed", type=_int, default=0, help="noise seed (default 0)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")

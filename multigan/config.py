@@ -22,6 +22,8 @@ LOSS_KINDS = ("minimax", "nonsaturating", "wasserstein", "lsgan", "hinge")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 D_NORMS = ("batch", "layer", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+G_NORMS = ("batch", "layer", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
 # Keys of `LossConfig.weights`; they are also the keys of the JSONL log.
 LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1")
 
@@ -54,6 +56,12 @@ class AudioConfig:
     gl_iter: int = 32
     gl_momentum: float = 0.99
     gl_init: str = "pghi"  # phase-gradient initial phase: about half the spectral error of random at 32 iterations
+    # Source files outside these bounds are skipped before decoding: a bogus header rate
+    # (1 Hz) would otherwise resample 200 KB into GBs, and one long file would swamp the data.
+    min_source_rate: int = 4000  # Hz, as the file's header gives it
+    max_source_rate: int = 192_000
+    max_seconds: float = 60.0  # duration of the source file
+    min_frames: int = 5  # clips shorter than this many STFT frames after trimming are skipped
 
     def __post_init__(self):
         _check(self.sample_rate >= 1000, f"data.audio.sample_rate must be >= 1000, got {self.sample_rate}")
@@ -67,11 +75,20 @@ class AudioConfig:
         _check(self.clip_k > 0, f"data.audio.clip_k must be > 0, got {self.clip_k}")
         _check(self.gl_iter >= 0 and 0 <= self.gl_momentum < 2, "data.audio.gl_iter must be >= 0 and gl_momentum in [0, 2)")
         _check(self.gl_init in GL_INITS, f"data.audio.gl_init must be one of {GL_INITS}, got {self.gl_init!r}")
+        _check(1 <= self.min_source_rate <= self.max_source_rate,
+               f"need 1 <= min_source_rate <= max_source_rate, got {self.min_source_rate} and {self.max_source_rate}")
+        _check(self.max_seconds > 0, f"data.audio.max_seconds must be > 0, got {self.max_seconds}")
+        _check(self.min_frames >= 1, f"data.audio.min_frames must be >= 1, got {self.min_frames}")
 
     @property
     def length(self) -> int:
         """Audio samples in one model-space sample."""
         return (self.frames - 1) * self.hop_length
+
+    @property
+    def min_length(self) -> int:
+        """Audio samples in the shortest clip the loader keeps: `min_frames` STFT frames."""
+        return (self.min_frames - 1) * self.hop_length
 
 
 @dataclass(frozen=True)
@@ -107,14 +124,22 @@ class NetConfig:
     # -1: as many classes as the data's labels, unconditional when it has none
     n_classes: int = 0
     d_norm: str = "batch"
+    g_norm: str = "batch"  # "layer" or "none": a G whose output does not depend on the rest of its batch
     spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
+    sync_bn: bool = False  # under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)
 
     def __post_init__(self):
         _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
         _check(min(self.g_width, self.d_width, self.max_width) >= 1, "model widths must be >= 1")
         _check(self.depth >= 0, f"model.depth must be >= 0, got {self.depth}")
         _check(self.n_classes >= -1, f"model.n_classes must be >= -1 (0: unconditional, -1: from the data), got {self.n_classes}")
+        # Far beyond any useful net: these stop a corrupt or hostile checkpoint before anything is
+        # built (nets.dcgan.check_size then bounds the parameter count these settings add up to).
+        for name, most in (("z_dim", 65536), ("g_width", 65536), ("d_width", 65536), ("max_width", 65536),
+                           ("depth", 16), ("n_classes", 100_000)):
+            _check(getattr(self, name) <= most, f"model.{name} must be <= {most}, got {getattr(self, name)}")
         _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
+        _check(self.g_norm in G_NORMS, f"model.g_norm must be one of {G_NORMS}, got {self.g_norm!r}")
 
 
 @dataclass(frozen=True)
@@ -123,9 +148,13 @@ class LossConfig:
 
     kind: str = "nonsaturating"
     weights: Mapping[str, float] = field(default_factory=lambda: {"d_adv": 1.0, "g_adv": 1.0, "gp": 0.0, "r1": 0.0})
+    # Lazy regularisation (StyleGAN2): the penalties run every `reg_every` steps in a
+    # phase of their own, scaled by `reg_every`; 1 computes them in every D step.
+    reg_every: int = 1
 
     def __post_init__(self):
         _check(self.kind in LOSS_KINDS, f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
+        _check(self.reg_every >= 1, f"loss.reg_every must be >= 1, got {self.reg_every}")
         unknown = set(self.weights) - set(LOSS_TERMS)
         _check(not unknown, f"loss.weights has unknown terms {sorted(unknown)}; known: {LOSS_TERMS}")
         _check(all(float(w) >= 0 for w in self.weights.values()), "loss.weights must be >= 0")
@@ -164,7 +193,11 @@ class TrainConfig:
     ema_rampup: int = 100  # steps over which the EMA decay ramps up (pure function of step)
     seed: int = 0
     device: str = "auto"
-    amp: bool = False  # mixed precision, used on CUDA only
+    # Autocast dtype of the forward passes: bf16 on CUDA and CPU, fp16 (with a
+    # GradScaler) on CUDA only; penalties stay in fp32.
+    precision: str = "fp32"
+    compile: bool = False  # torch.compile G and D for the training steps
+    channels_last: bool = False  # NHWC memory layout for G, D and the batches
     log_every: int = 10
     preview_every: int = 200
     checkpoint_every: int = 500
@@ -175,15 +208,20 @@ class TrainConfig:
     # `nan_retries` such restarts.
     nan_lr_factor: float = 0.5
     nan_retries: int = 3
+    # Finite but diverged: a loss or the norm of a weight tensor above these is treated like a NaN.
+    max_loss: float = 1e5
+    max_weight_norm: float = 1e5
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "n_critic", "log_every", "preview_every", "checkpoint_every", "keep_checkpoints", "n_preview"):
             _check(int(getattr(self, name)) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
         _check(0.0 < self.nan_lr_factor <= 1.0, f"train.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         _check(self.nan_retries >= 0, f"train.nan_retries must be >= 0, got {self.nan_retries}")
+        _check(self.max_loss > 0 and self.max_weight_norm > 0, "train.max_loss and train.max_weight_norm must be > 0")
         _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.ema_rampup >= 0, f"train.ema_rampup must be >= 0, got {self.ema_rampup}")
         _check(self.device in DEVICES, f"train.device must be one of {DEVICES}, got {self.device!r}")
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +230,7 @@ class EvalConfig:
 
     every: int = 0  # steps between evaluations; 0: never
     n: int = 2000  # generated samples per evaluation
-    features: str = ""  # a feature network file; "": the one assets/ holds for the modality
+    features: str = ""  # a feature network file; "": the one multigan/assets/ holds for the modality
     batch_size: int = 250
 
     def __post_init__(self):
@@ -227,7 +265,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, data, "")
+        return _from_dict(cls, _upgrade(data), "")
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
@@ -253,6 +291,18 @@ class RunConfig:
         return replace_setting(self, dotted, value)
 
 
+def _upgrade(data: Any) -> Any:
+    """Settings written by older versions, in today's names: `train.amp: true` is fp16."""
+    train = data.get("train") if isinstance(data, dict) else None
+    if isinstance(train, dict) and "amp" in train:
+        train = dict(train)
+        amp = _coerce(bool, train.pop("amp"), "train.amp")
+        if amp and "precision" not in train:
+            train["precision"] = "fp16"
+        data = {**data, "train": train}
+    return data
+
+
 def _plain(x: Any) -> Any:
     """Dataclasses and mappings as plain dicts, tuples as lists: JSON-ready."""
     if dataclasses.is_dataclass(x):
@@ -273,6 +323,8 @@ def replace_setting(obj, dotted: str, value: Any):
 
     `value` may be a string from the command line; it is coerced to the setting's type.
     """
+    if dotted == "train.amp":  # the older name of precision=fp16
+        return _override(obj, ["train", "precision"], "fp16" if _coerce(bool, value, dotted) else "fp32", "")
     return _override(obj, dotted.split("."), value, "")
 
 

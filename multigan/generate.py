@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from multigan.errors import ConfigError
 
 if TYPE_CHECKING:
-    from multigan.build import Restored
+    from multigan.restore import Restored
 
 
 def labels_for(G: nn.Module, n: int, label: int | None = None) -> Tensor | None:

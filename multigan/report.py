@@ -272,8 +272,13 @@ def _spread(record: dict, key: str) -> float | None:
 
 
 # HTML ---------------------------------------------------------------------
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _e(x: Any) -> str:
-    return html.escape(str(x))
+    # A file name need not be UTF-8: Python keeps its undecodable bytes as lone surrogates
+    # (os.fsdecode), which the UTF-8 page cannot hold; they show as U+FFFD.
+    return html.escape(_SURROGATES.sub("\ufffd", str(x)))
 
 
 class _Page:
@@ -287,7 +292,7 @@ class _Page:
             rel = os.path.relpath(target, self.folder).replace(os.sep, "/")
         except ValueError:  # another drive on Windows: there is no relative path
             return _e(Path(target).resolve().as_uri())
-        return _e(quote(rel))
+        return _e(quote(os.fsencode(rel)))  # the name's raw bytes, percent-encoded: b"\xff" -> %FF
 
     def image(self, path: Path, alt: str, cls: str = "") -> str:
         """A lazily loaded image that links to itself at full size."""

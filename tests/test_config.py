@@ -14,12 +14,13 @@ def _custom() -> RunConfig:
     return RunConfig(
         name="custom",
         data=DataConfig(source="folder", root="/data/faces", channels=3, height=64, width=48, num_workers=2),
-        model=NetConfig(z_dim=32, g_width=16, d_width=24, max_width=128, d_norm="layer", spectral_norm=True),
-        loss=LossConfig(kind="wasserstein", weights={"d_adv": 1.0, "g_adv": 0.5, "gp": 10.0, "r1": 0.0}),
+        model=NetConfig(z_dim=32, g_width=16, d_width=24, max_width=128, d_norm="layer", g_norm="none", spectral_norm=True,
+                        sync_bn=True),
+        loss=LossConfig(kind="wasserstein", weights={"d_adv": 1.0, "g_adv": 0.5, "gp": 10.0, "r1": 0.0}, reg_every=4),
         optim=OptimConfig(name="rmsprop", lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), momentum=0.1, weight_decay=1e-5),
         train=TrainConfig(steps=123, batch_size=7, n_critic=5, ema_decay=0.0, ema_rampup=0, seed=-3, device="cpu",
-                          amp=True, log_every=2, preview_every=3, checkpoint_every=4, keep_checkpoints=1, n_preview=9,
-                          nan_lr_factor=0.25, nan_retries=0),
+                          precision="bf16", compile=True, channels_last=True, log_every=2, preview_every=3, checkpoint_every=4, keep_checkpoints=1, n_preview=9,
+                          nan_lr_factor=0.25, nan_retries=0, max_loss=1e3, max_weight_norm=1e4),
         eval=EvalConfig(every=50, n=500, features="/nets/digits.pt", batch_size=100),
     )
 
@@ -65,7 +66,7 @@ def test_override_coerces_strings_to_the_annotated_types():
     cfg = cfg.override("name", "renamed")
     assert cfg.train.steps == 250 and type(cfg.train.steps) is int
     assert cfg.optim.lr_d == 1e-4 and type(cfg.optim.lr_d) is float
-    assert cfg.train.amp is True and cfg.model.spectral_norm is False
+    assert cfg.train.precision == "fp16" and cfg.model.spectral_norm is False
     assert cfg.optim.betas == (0.0, 0.99)
     assert cfg.data.root is None
     assert cfg.name == "renamed"
@@ -226,3 +227,44 @@ def test_loss_weights_cannot_be_changed_in_place():
         pass
     assert cfg.loss.weights["gp"] == 0.0
     assert RunConfig.from_json(cfg.to_json()) == cfg
+
+
+# Sanity bounds: a corrupt or hostile checkpoint's settings are refused before any net is built
+@pytest.mark.parametrize("setting, most", [
+    ("z_dim", 65536), ("g_width", 65536), ("d_width", 65536), ("max_width", 65536), ("depth", 16), ("n_classes", 100_000),
+])
+def test_net_settings_have_upper_bounds(setting, most):
+    assert getattr(NetConfig(**{setting: most}), setting) == most
+    for value in (most + 1, 10**9):
+        with pytest.raises(ConfigError, match=f"model.{setting} must be <= {most}, got {value}"):
+            NetConfig(**{setting: value})
+
+
+def test_a_checkpoint_config_with_huge_widths_is_a_config_error():
+    text = RunConfig().to_json().replace('"g_width": 64', '"g_width": 1000000000')
+    assert "1000000000" in text
+    with pytest.raises(ConfigError, match="model.g_width must be <= 65536"):
+        RunConfig.from_json(text)
+
+
+# Older settings --------------------------------------------------------------
+@pytest.mark.parametrize("amp, precision", [(True, "fp16"), (False, "fp32"), ("true", "fp16")])
+def test_settings_that_say_amp_load_as_a_precision(amp, precision):
+    data = RunConfig().to_dict()
+    del data["train"]["precision"]
+    data["train"]["amp"] = amp
+    assert RunConfig.from_dict(data).train.precision == precision
+    assert RunConfig().override("train.amp", str(amp)).train.precision == precision
+
+
+def test_an_explicit_precision_wins_over_amp():
+    data = RunConfig().to_dict()
+    data["train"].update(amp=True, precision="bf16")
+    assert RunConfig.from_dict(data).train.precision == "bf16"
+
+
+@pytest.mark.parametrize("setting, value", [("train.precision", "fp8"), ("model.g_norm", "instance"),
+                                            ("loss.reg_every", "0"), ("train.max_loss", "0")])
+def test_new_settings_are_checked(setting, value):
+    with pytest.raises(ConfigError, match=setting.split(".")[1]):
+        RunConfig().override(setting, value)

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from multigan.build import build_nets, restore, train_run
+from multigan.registry import build_nets
+from multigan.restore import restore
+from multigan.run import train_run
 from multigan.engine.checkpoint import load_checkpoint
 from multigan.generate import generate, labels_for, synthesize
 from multigan.presets import mnist_quick

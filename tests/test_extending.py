@@ -21,7 +21,7 @@ from multigan.config import OptimConfig, RunConfig, TrainConfig
 from multigan.engine import checkpoint as ckpt
 from multigan.engine.trainer import train
 from multigan.errors import DataError
-from multigan.modalities.base import Modality
+from multigan.engine.protocol import Modality
 
 ENGINE = Path(__file__).resolve().parents[1] / "multigan" / "engine"
 RADIUS = 2.0

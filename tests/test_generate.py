@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from multigan import cli
-from multigan.build import restore
+from multigan.restore import restore
 from multigan.config import DataConfig, NetConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine.trainer import train

@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from multigan.build import restore, train_run
+from multigan.restore import restore
+from multigan.run import train_run
 from multigan.generate import generate
 from multigan.presets import voice_quick
 

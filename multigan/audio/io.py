@@ -10,22 +10,37 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from multigan.config import AudioConfig
 from multigan.errors import ConfigError, DataError
 
 CROP_MODES = ("center", "start", "random")
 RESAMPLE_TYPE = "soxr_hq"  # librosa's default; part of the clip cache's key
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time, so a file with many channels is never in memory whole
+_BOUNDS = AudioConfig()  # where the default bounds on source files come from
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike,
+    sample_rate: int,
+    *,
+    min_source_rate: int = _BOUNDS.min_source_rate,
+    max_source_rate: int = _BOUNDS.max_source_rate,
+    max_seconds: float = _BOUNDS.max_seconds,
+) -> np.ndarray:
     """A mono float32 waveform [T] at `sample_rate` from any file soundfile or librosa reads.
 
-    soundfile (WAV, FLAC, OGG, MP3, ...) is tried first; librosa (audioread)
-    is the fallback for what it cannot open. Channels are averaged; the
+    soundfile (WAV, FLAC, OGG, MP3, ...) is tried first; librosa is the
+    fallback for what it cannot open. Channels are averaged; a float file
+    whose samples go past [-1, 1] (written unscaled) is scaled to peak 1; the
     signal is resampled with soxr when the file's rate differs. A WAV whose
     data is cut short gives the samples that are there.
 
+    A file whose rate is outside `min_source_rate`..`max_source_rate` Hz or
+    that lasts longer than `max_seconds` is refused from its header, before
+    anything is decoded or resampled.
+
     Raises `DataError`, and no other exception, for a file that is missing,
-    unreadable, empty or holds non-finite samples.
+    unreadable, empty, out of those bounds or holds non-finite samples.
     """
     path = Path(path)
     if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate < 1:
@@ -37,17 +52,25 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     if size == 0:
         raise DataError(f"cannot read {path}: empty file (0 bytes)")
 
+    bounds = (max(1, min_source_rate), max_source_rate, max_seconds)
     try:
-        data, file_rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
-        wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+        with sf.SoundFile(path) as f:
+            _check_source(path, f.samplerate, f.frames, *bounds)
+            wave, file_rate = _read_mono(f), f.samplerate
+    except DataError:
+        raise
     except Exception as e:  # LibsndfileError (a RuntimeError), OSError, MemoryError on a bogus header, ...
         reason = getattr(e, "error_string", None) or str(e) or type(e).__name__
         wave, file_rate = _load_with_librosa(path, reason)
+        _check_source(path, file_rate, wave.size, *bounds)  # decoded, but not resampled yet
 
     if wave.size == 0:
         raise DataError(f"cannot read {path}: no samples")
-    if not np.isfinite(wave).all():
-        raise DataError(f"cannot read {path}: non-finite samples (NaN or inf)")
+    if not np.isfinite(wave).all():  # a float64 file's samples past float32's range are inf here too
+        raise DataError(f"cannot read {path}: non-finite or out-of-range samples (NaN, inf, or past float32's range)")
+    peak = float(np.abs(wave).max())
+    if peak > 1.0:  # integer PCM decodes into [-1, 1); only a float file gets here
+        wave = wave / np.float32(peak)
     if file_rate != sample_rate:
         try:
             wave = librosa.resample(wave, orig_sr=file_rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
@@ -56,7 +79,27 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
+def _check_source(path: Path, file_rate: int, frames: int, min_source_rate: int, max_source_rate: int,
+                  max_seconds: float) -> None:
+    """Raise DataError if a file at `file_rate` Hz holding `frames` samples is out of bounds."""
+    if not min_source_rate <= file_rate <= max_source_rate:
+        raise DataError(f"cannot use {path}: sample rate {file_rate} Hz is outside "
+                        f"min_source_rate..max_source_rate ({min_source_rate}..{max_source_rate} Hz)")
+    if frames > max_seconds * file_rate:
+        raise DataError(f"cannot use {path}: {frames / file_rate:,.1f} s long, over max_seconds ({max_seconds:g} s)")
+
+
+def _read_mono(f: sf.SoundFile) -> np.ndarray:
+    """The rest of an open file as mono float32 [T], averaged over channels one block at a time."""
+    blocks = []
+    while len(block := f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)):  # [n, C]
+        blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0])
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
 def _load_with_librosa(path: Path, soundfile_reason: str) -> tuple[np.ndarray, int]:
+    # librosa < 1.0 falls back to audioread (ffmpeg, ...); librosa 1.0 reads through soundfile
+    # only, so there this gives a second opinion and soundfile's reason, nothing more.
     try:
         with warnings.catch_warnings():
             # librosa warns that it falls back to audioread, and that audioread is deprecated.

@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import statistics
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from multigan.audio import io as audio_io
-from multigan.data.cache import default_cache_dir
+from multigan.config import AudioConfig
+from multigan.data.cache import default_cache_dir, write_atomic
 from multigan.data.files import class_indices, find_files, subfolder_names
 from multigan.errors import ConfigError, DataError
 
@@ -31,7 +31,8 @@ FSDD_PATTERN = re.compile(r"(?P<label>\d+)_(?P<speaker>.+)_(?P<take>\d+)")
 FSDD_TEST_TAKES = 5  # the dataset's convention: takes 0-4 are the test set
 
 # Bump when what a cache entry holds changes (decoding, resampling, trimming).
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: float files past [-1, 1] are scaled to peak 1
+_BOUNDS = AudioConfig()  # where the defaults of the bounds on clips come from
 
 
 def find_audio_files(root: str | os.PathLike) -> list[Path]:
@@ -139,14 +140,20 @@ def load_clip_folder(
     select: Callable[[Path], bool] | None = None,
     min_rms: float = 1e-4,
     label_pattern: str | re.Pattern | None = FSDD_PATTERN,
+    min_source_rate: int = _BOUNDS.min_source_rate,
+    max_source_rate: int = _BOUNDS.max_source_rate,
+    max_seconds: float = _BOUNDS.max_seconds,
+    min_length: int = _BOUNDS.min_length,
 ) -> ClipDataset:
     """Every audio clip under `root` (or those `select(path)` keeps), in memory.
 
     Each clip is decoded to mono, resampled to `sample_rate`, and trimmed of
     leading and trailing audio quieter than `trim_db` below its peak
-    (None: no trim). Clips that cannot be used (unreadable, empty, non-finite,
-    RMS below `min_rms`, or nothing left after trimming) are skipped with a
-    warning each, and one warning listing them all.
+    (None: no trim). Clips that cannot be used are skipped with a warning
+    each, and one warning listing them all: unreadable, empty, non-finite,
+    a header rate outside `min_source_rate`..`max_source_rate` Hz or longer
+    than `max_seconds` (both refused before decoding), RMS below `min_rms`,
+    or fewer than `min_length` samples left after trimming.
 
     The processed clips are cached as .npy files in `<cache_dir>/clips/`
     (`cache_dir` defaults to `default_cache_dir()`), keyed by the file's
@@ -168,6 +175,9 @@ def load_clip_folder(
         raise ConfigError(f"trim_db must be positive or None, got {trim_db!r}")
     if not min_rms >= 0:
         raise ConfigError(f"min_rms must be >= 0, got {min_rms!r}")
+    if not 1 <= min_source_rate <= max_source_rate or not max_seconds > 0 or not min_length >= 0:
+        raise ConfigError(f"need 1 <= min_source_rate <= max_source_rate, max_seconds > 0 and min_length >= 0; got "
+                          f"{min_source_rate!r}, {max_source_rate!r}, {max_seconds!r} and {min_length!r}")
     pattern = re.compile(label_pattern) if isinstance(label_pattern, str) else label_pattern
     if pattern is not None and not {"label", "speaker"} & set(pattern.groupindex):
         raise ConfigError(f"label_pattern needs a named group 'label' or 'speaker': {pattern.pattern!r}")
@@ -185,7 +195,8 @@ def load_clip_folder(
             raise DataError(f"none of the {found} audio files under {root} was selected")
 
     cache = _ClipCache(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
-    settings = {"sample_rate": sample_rate, "trim_db": trim_db, "min_rms": min_rms}
+    bounds = {"min_source_rate": min_source_rate, "max_source_rate": max_source_rate, "max_seconds": max_seconds}
+    settings = {"sample_rate": sample_rate, "trim_db": trim_db, "min_rms": min_rms, "min_length": min_length, **bounds}
     waves: list[torch.Tensor] = []
     kept: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -203,7 +214,7 @@ def load_clip_folder(
                     hits += 1
                     reason = None
                 else:
-                    wave, reason = _process(path, sample_rate, trim_db, min_rms)
+                    wave, reason = _process(path, sample_rate, trim_db, min_rms, min_length, bounds)
                     if wave is not None:
                         cache.put(key, wave)
             if reason is not None:
@@ -249,19 +260,24 @@ def _check_crop(length: int, mode: str) -> None:
         raise ConfigError(f"crop mode must be one of {', '.join(audio_io.CROP_MODES)}; got {mode!r}")
 
 
-def _process(path: Path, sample_rate: int, trim_db: float | None, min_rms: float) -> tuple[np.ndarray | None, str | None]:
+def _process(path: Path, sample_rate: int, trim_db: float | None, min_rms: float, min_length: int,
+             bounds: dict) -> tuple[np.ndarray | None, str | None]:
     """Decode, check and trim one file: (wave [T] float32, None), or (None, why it is unusable)."""
     try:
-        wave = audio_io.load_audio(path, sample_rate)
+        wave = audio_io.load_audio(path, sample_rate, **bounds)
     except DataError as e:
-        # load_audio's messages read "cannot read <path>: <why>"; the caller names the path.
-        return None, str(e).replace(f" {path}:", ":", 1)
+        # load_audio's messages read "cannot read <path>: <why>" or "cannot use <path>: <why>";
+        # the caller names the path.
+        return None, str(e).replace(f" {path}:", ":", 1).removeprefix("cannot use: ")
     rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
     if rms < min_rms:
         return None, f"silent (RMS {rms:.2g} < min_rms {min_rms:g})"
     wave = audio_io.trim_silence(wave, trim_db)
     if wave.size == 0:
         return None, f"nothing left after trimming at {trim_db:g} dB"
+    if wave.size < min_length:  # a few frames, mostly padding: noise in the mel statistics, nothing to learn
+        trimmed = f" after trimming at {trim_db:g} dB" if trim_db is not None else ""
+        return None, f"too short: {wave.size} samples{trimmed}, under min_length {min_length}"
     return np.array(wave, dtype=np.float32), None  # a copy: the trimmed view would keep the whole clip alive
 
 
@@ -292,21 +308,9 @@ class _ClipCache:
         return wave
 
     def put(self, key: str, wave: np.ndarray) -> None:
-        if not self.writable:
-            return
-        tmp = None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            # A temporary file and a rename: a reader never sees half an entry.
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, wave, allow_pickle=False)
-            os.replace(tmp, self.folder / f"{key}.npy")
-        except OSError as e:
-            self.writable = False  # read-only or full disk: go on without caching
-            log.warning("cannot write the clip cache in %s (%s); clips will be decoded again next time", self.folder, e)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+        if self.writable:  # after one failure (read-only or full disk), go on without caching: one warning
+            self.writable = write_atomic(self.folder / f"{key}.npy", lambda f: np.save(f, wave, allow_pickle=False),
+                                         "the clip cache")
 
 
 def _labels(

@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
-# Modes holding more than 8 bits of grey; PIL's convert("L") clips them at 255
-# instead of scaling, which turns most 16-bit images white.
-_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Modes holding more than 8 bits of grey (16- and 32-bit integers, 32-bit float:
+# how PIL opens such TIFFs and 16-bit PNGs). PIL's convert("L") clips them to
+# 0..255 instead of scaling, which turns most of them white, or float 0..1 black.
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
@@ -45,10 +46,11 @@ def load_image_folder(
     """Every image under `root` as uint8 [N, channels, height, width], in memory.
 
     Each image is converted to grey (channels=1) or RGB (channels=3), with
-    transparent pixels composited on black and 16-bit grey scaled to 8 bits;
-    then resized so that it covers height x width, keeping its aspect ratio,
-    and centre-cropped. Files that cannot be decoded (corrupt, truncated, not
-    an image) are skipped with a warning.
+    transparent pixels composited on black and grey of more than 8 bits
+    scaled to 8 bits (see `_to_8_bits`); then resized so that it covers
+    height x width, keeping its aspect ratio, and centre-cropped. Files that
+    cannot be decoded (corrupt, truncated, not an image, NaN pixels) are
+    skipped with a warning.
 
     If every image sits in a sub-folder, `labels` holds the index of its
     top-level sub-folder in the sorted `class_names`; otherwise both are None.
@@ -126,14 +128,32 @@ def _read_image(path: Path, mode: str, height: int, width: int) -> np.ndarray:
 
 def _convert(im: Image.Image, mode: str) -> Image.Image:
     if im.mode in _WIDE_GREY_MODES:
-        # 16-bit range 0..65535 -> 0..255 ("I" is how PIL opens most 16-bit grey files).
-        grey = np.asarray(im, dtype=np.float64) / 257.0
-        im = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8))
+        im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.float64), im.mode))
     elif im.mode in _ALPHA_MODES or "transparency" in im.info:
         # Transparent pixels become black, the background of MNIST-like data.
         im = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im)
     return im.convert(mode) if im.mode != mode else im
+
+
+def _to_8_bits(grey: np.ndarray, mode: str) -> np.ndarray:
+    """Grey [H, W] of more than 8 bits -> uint8, scaled, never clipped.
+
+    Integers within 0..65535 (16-bit files; PIL opens some as "I") are scaled
+    from that range and floats within 0..1 from theirs: a fixed range keeps
+    the brightness of images comparable. Pixels outside it (32-bit integers,
+    signed ones, floats in other units) have no range to go by but their own:
+    the image's min..max becomes 0..255 (a constant image becomes black).
+    """
+    if not np.isfinite(grey).all():
+        raise ValueError(f"non-finite pixel values (NaN or inf) in a mode {mode} image")
+    top = 1.0 if mode == "F" else 65535.0
+    lo, hi = float(grey.min()), float(grey.max())
+    if 0 <= lo and hi <= top:
+        grey = grey * (255 / top)
+    else:
+        grey = (grey - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(grey)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
 def _cover_and_centre_crop(im: Image.Image, width: int, height: int) -> Image.Image:

@@ -36,7 +36,14 @@ class ImageTensorDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> torch.Tensor:
         # x: [B, C, H, W] uint8
-        return self.images[torch.as_tensor(indices, dtype=torch.long)]
+        return self.images[torch.as_tensor(indices, dtype=torch.long, device=self.images.device)]
+
+    def nbytes(self) -> int:
+        return self.images.nbytes + (0 if self.labels is None else self.labels.nbytes)
+
+    def to(self, device: torch.device | str) -> ImageTensorDataset:
+        """The same dataset held on `device` (the training loop indexes it there)."""
+        return ImageTensorDataset(self.images.to(device), None if self.labels is None else self.labels.to(device))
 
 
 class Labelled(torch.utils.data.Dataset):
@@ -62,4 +69,14 @@ class Labelled(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         # (x [B, ...], y [B])
-        return self.dataset.__getitems__(indices), self.labels[torch.as_tensor(indices, dtype=torch.long)]
+        return self.dataset.__getitems__(indices), self.labels[torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)]
+
+    def nbytes(self) -> int | None:
+        inner = getattr(self.dataset, "nbytes", None)
+        return None if not callable(inner) or not callable(getattr(self.dataset, "to", None)) else inner() + self.labels.nbytes
+
+    def to(self, device: torch.device | str) -> Labelled:
+        """The same labelled dataset held on `device`."""
+        moved = Labelled.__new__(Labelled)
+        moved.dataset, moved.labels = self.dataset.to(device), self.labels.to(device)
+        return moved

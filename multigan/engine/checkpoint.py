@@ -6,16 +6,18 @@ A checkpoint is a dict of tensors and plain values, loadable with
     format, version, step, config (JSON text), modality {name, state},
     G, D, G_ema, opt_G, opt_D, scaler_G, scaler_D, rng
 
-Files are written atomically (temporary file in the same folder, fsync,
-rename), so a run killed at any moment leaves either the old file or the new
-one, never half of one.
+Files are written atomically (a uniquely named temporary file in the same
+folder, fsync, rename), so a run killed at any moment leaves either the old
+file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from multigan.atomic import TEMP_SUFFIX, atomic_write, atomic_write_text
 from multigan.errors import CheckpointError
 
 FORMAT = "multigan-checkpoint"
@@ -35,35 +38,35 @@ def checkpoint_name(step: int) -> str:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write `state` (plus format tags) to `path` atomically."""
+    """Write `state` (plus format tags) to `path` atomically.
+
+    A full disk or another write error raises CheckpointError in one line;
+    the file at `path`, if any, is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+        atomic_write(path, lambda f: torch.save(payload, f), durable=True)
+    except (OSError, RuntimeError) as e:
+        # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc...] unexpected pos ...").
+        raise CheckpointError(f"could not write {path}: {_write_failure(e, path.parent)}") from None
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
+def _write_failure(e: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: a full disk is the usual cause when torch only says 'unexpected pos'."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device"
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform
-        return
-    try:
-        os.fsync(fd)
+        if shutil.disk_usage(folder).free < 64 << 20:
+            return "no space left on the device"
     except OSError:
         pass
-    finally:
-        os.close(fd)
+    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    return f"the disk may be full ({first})"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -119,25 +122,24 @@ def update_latest(folder: str | os.PathLike, target: Path) -> Path:
     """Point `latest.pt` at `target` (a hard link where possible, else a copy), atomically."""
     folder = Path(folder)
     latest = folder / "latest.pt"
-    tmp = folder / ".latest.pt.tmp"
-    tmp.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".latest.pt.", suffix=TEMP_SUFFIX, dir=folder)  # unique: two writers never collide
+    os.close(fd)
     try:
-        os.link(target, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(target, tmp)
-    os.replace(tmp, latest)
+        os.unlink(tmp)
+        try:
+            os.link(target, tmp)
+        except OSError:
+            shutil.copyfile(target, tmp)
+        os.replace(tmp, latest)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"could not update {latest}: {_write_failure(e, folder)}") from None
     return latest
 
 
 def write_json_atomic(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Write a small JSON record beside the checkpoints, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def best_record(folder: str | os.PathLike) -> dict[str, Any]:

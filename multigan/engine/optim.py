@@ -9,10 +9,14 @@ from torch import nn
 from multigan.config import OptimConfig
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """Adam, RMSprop or SGD; `weight_decay` is the L2 term added to the gradient."""
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig, lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    """Adam, RMSprop or SGD; `weight_decay` is the L2 term added to the gradient.
+
+    `fused` (CUDA): Adam's update as one kernel for all parameters, where
+    the default launches several per tensor group.
+    """
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **({"fused": True} if fused else {}))
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -25,11 +29,21 @@ def ema_beta(step: int, decay: float, rampup: int) -> float:
     return min(decay, step / (step + rampup))
 
 
-@torch.no_grad()
+class EMA:
+    """The exponential moving average of a model's weights, updated with one foreach kernel per tensor kind."""
+
+    def __init__(self, ema: nn.Module, model: nn.Module):
+        self.ema_params, self.params = list(ema.parameters()), [p.detach() for p in model.parameters()]
+        self.ema_buffers, self.buffers = list(ema.buffers()), list(model.buffers())
+
+    @torch.no_grad()
+    def update(self, beta: float) -> None:
+        """ema <- beta * ema + (1 - beta) * model for parameters; buffers (BN statistics) are copied."""
+        torch._foreach_lerp_(self.ema_params, self.params, 1.0 - beta)
+        if self.buffers:
+            torch._foreach_copy_(self.ema_buffers, self.buffers)
+
+
 def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema <- beta * ema + (1 - beta) * model for parameters; buffers (BN statistics) are copied."""
-    ema_params = [p for p in ema.parameters()]
-    params = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_params, params, 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    EMA(ema, model).update(beta)

@@ -20,7 +20,7 @@ from multigan.generate import labels_for, synthesize
 from multigan.metrics.distances import diversity, fid, kid, precision_recall, train_distance
 from multigan.metrics.features import FeatureExtractor
 from multigan.metrics.scores import class_coverage, classifier_score
-from multigan.modalities.base import Modality
+from multigan.engine.protocol import Modality
 
 # name -> (label, lower is better); the order of tables and reports
 METRICS: dict[str, tuple[str, bool]] = {

@@ -26,10 +26,12 @@ from multigan.audio.io import write_wav
 from multigan.audio.spectral import log_mel
 from multigan.audio.vocoder import mel_db_to_wave
 from multigan.config import AudioConfig
+from multigan.data.cache import write_atomic
 from multigan.errors import DataError
 from multigan.modalities.image import save_grid, save_png
 
 MIN_STD_DB = 1.0  # a bin with (almost) constant level must not blow up when normalised
+STATS_VERSION = 2  # part of the statistics cache's key; 2: frames weighted per clip
 
 
 def analyze(wave: Tensor, audio: AudioConfig) -> Tensor:
@@ -133,14 +135,21 @@ class MelModality:
     @classmethod
     def fit(cls, audio: AudioConfig, waveforms: Sequence[Tensor], *, cache_dir: str | os.PathLike | None = None,
             cache_key: str | None = None) -> MelModality:
-        """The adapter with per-bin mean and std of log-mel over every frame of `waveforms`.
+        """The adapter with per-bin mean and std of log-mel over the frames of `waveforms`.
+
+        Each clip weighs as much as the trainer sees of it, one crop of
+        `audio.frames` frames: a longer clip's frames share that weight, a
+        shorter clip counts the frames it has. So one long recording cannot
+        dominate the statistics, and a short clip does not outweigh a full one.
 
         With `cache_dir` and `cache_key` (which must identify the clips), the
-        statistics are computed once and read back on later runs.
+        statistics are computed once and read back on later runs; a cache that
+        cannot be written costs a warning, not the run.
         """
         path = None
         if cache_dir is not None and cache_key is not None:
-            digest = hashlib.sha256(json.dumps([cache_key, dataclasses.asdict(audio)], sort_keys=True).encode()).hexdigest()[:24]
+            identity = [STATS_VERSION, cache_key, dataclasses.asdict(audio)]
+            digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
             path = Path(cache_dir) / "mel-stats" / f"{digest}.json"
             try:
                 saved = json.loads(path.read_text())
@@ -150,21 +159,21 @@ class MelModality:
         adapter = cls(audio, torch.zeros(audio.n_mels), torch.ones(audio.n_mels))
         total = torch.zeros(audio.n_mels, dtype=torch.float64)
         total_sq = torch.zeros(audio.n_mels, dtype=torch.float64)
-        count = 0
+        count = 0.0
         for wave in waveforms:
-            db = adapter.analyze(torch.as_tensor(wave, dtype=torch.float32)).double()  # [n_mels, frames]
-            total += db.sum(1)
-            total_sq += (db**2).sum(1)
-            count += db.shape[1]
+            db = adapter.analyze(torch.as_tensor(wave, dtype=torch.float32)).double()  # [n_mels, n]
+            n = db.shape[1]
+            weight = min(n, audio.frames) / n  # per frame: the clip counts min(n, frames) frames in all
+            total += weight * db.sum(1)
+            total_sq += weight * (db**2).sum(1)
+            count += weight * n
         if count == 0:
             raise DataError("no audio to compute mel statistics from")
         mean = total / count
         std = (total_sq / count - mean**2).clamp_min(0).sqrt()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"mean": mean.tolist(), "std": std.tolist()}))
-            os.replace(tmp, path)
+            text = json.dumps({"mean": mean.tolist(), "std": std.tolist()})
+            write_atomic(path, lambda f: f.write(text.encode()), "the mel statistics cache")
         return cls(audio, mean.float(), std.float())
 
 

@@ -63,15 +63,16 @@ class Generator(nn.Module):
         widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
         self.base = (widths[0], h0, w0)
         self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim + cfg.n_classes, widths[0] * h0 * w0, bias=False),
+            nn.Linear(cfg.z_dim + cfg.n_classes, widths[0] * h0 * w0, bias=cfg.g_norm == "none"),
             nn.Unflatten(1, self.base),
-            nn.BatchNorm2d(widths[0]),
+            _norm(cfg.g_norm, widths[0]),
             nn.ReLU(inplace=True),
         )
-        layers: list[nn.Module] = _g_refine(widths[0], cfg.depth)
+        layers: list[nn.Module] = _g_refine(widths[0], cfg.depth, cfg.g_norm)
         for c_in, c_next in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU(inplace=True)]
-            layers += _g_refine(c_next, cfg.depth)
+            layers += [nn.ConvTranspose2d(c_in, c_next, 4, 2, 1, bias=cfg.g_norm == "none"), _norm(cfg.g_norm, c_next),
+                       nn.ReLU(inplace=True)]
+            layers += _g_refine(c_next, cfg.depth, cfg.g_norm)
         # The last layer doubles to full size (or keeps it when k == 0) and maps to C channels.
         last = nn.ConvTranspose2d(widths[-1], c_out, 4, 2, 1) if k else nn.Conv2d(widths[-1], c_out, 3, 1, 1)
         self.body = nn.Sequential(*layers, last, nn.Tanh())
@@ -89,10 +90,11 @@ class Generator(nn.Module):
         return x
 
 
-def _g_refine(channels: int, depth: int) -> list[nn.Module]:
+def _g_refine(channels: int, depth: int, norm: str) -> list[nn.Module]:
     """`depth` size-preserving 3x3 conv blocks: more capacity at one scale at little cost on small grids."""
     return [m for _ in range(depth)
-            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))]
+            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=norm == "none"), _norm(norm, channels),
+                      nn.ReLU(inplace=True))]
 
 
 def _d_refine(channels: int, depth: int, norm: str) -> list[nn.Module]:
@@ -149,4 +151,60 @@ def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discr
         raise ConfigError(f"the DCGAN family needs samples of shape (C, H, W), got {tuple(shape)}")
     if cfg.n_classes < 0:  # -1 means "as many as the data has": only the data can say
         raise ConfigError("model.n_classes=-1 must be resolved from the data's labels before the nets are built")
+    check_size(cfg, shape)
     return Generator(cfg, shape), Discriminator(cfg, shape)
+
+
+# Sizes from the settings alone -------------------------------------------------------
+# Settings are checked before nets are built from them: a corrupt or hostile checkpoint
+# could otherwise ask for terabytes. 1e9 parameters (4 GB of float32 weights for G and D,
+# 16 GB or more of training state) is hundreds of times the presets.
+MAX_PARAMETERS = 10**9
+MAX_SIDE = 2**24  # pixels on one side of a sample: more is a corrupt shape, not an image
+
+
+def _norm_count(kind: str, channels: int) -> int:
+    return 2 * channels if kind in ("batch", "layer") else 0  # scale and shift; running stats are buffers
+
+
+def _conv_count(c_in: int, c_out: int, kernel: int, norm: str) -> int:
+    """A square convolution, biased only without a norm, and its norm."""
+    return c_in * c_out * kernel * kernel + (c_out if norm == "none" else 0) + _norm_count(norm, c_out)
+
+
+def parameter_count(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(G, D): how many parameters `build(cfg, shape)` creates, counted layer by layer without allocating."""
+    c, height, width = shape
+    n_in = cfg.z_dim + max(cfg.n_classes, 0)  # -1, not yet resolved from the data, counts as unconditional
+    k, h0, w0 = plan_scales(height, width)
+    # Generator: project z to the base grid, k - 1 doublings, the last doubling to C channels.
+    widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
+    base = widths[0] * h0 * w0
+    g = n_in * base + (base if cfg.g_norm == "none" else 0) + _norm_count(cfg.g_norm, widths[0])
+    g += cfg.depth * _conv_count(widths[0], widths[0], 3, cfg.g_norm)
+    for c_prev, c_next in zip(widths[:-1], widths[1:]):
+        g += _conv_count(c_prev, c_next, 4, cfg.g_norm) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.g_norm)
+    g += widths[-1] * c * (16 if k else 9) + c
+    # Discriminator: max(k, 1) halvings, then a linear head on what is left of the grid.
+    widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(max(k, 1))]
+    d = (c + max(cfg.n_classes, 0)) * widths[0] * 16 + widths[0]
+    d += cfg.depth * _conv_count(widths[0], widths[0], 3, cfg.d_norm)
+    h, w = height // 2, width // 2
+    for c_prev, c_next in zip(widths[:-1], widths[1:]):
+        d += _conv_count(c_prev, c_next, 4, cfg.d_norm) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.d_norm)
+        h, w = h // 2, w // 2
+    d += widths[-1] * h * w + 1
+    return g, d
+
+
+def check_size(cfg: NetConfig, shape: tuple[int, int, int], max_parameters: int = MAX_PARAMETERS) -> None:
+    """Raise ConfigError, before anything is allocated, if G and D together would exceed `max_parameters`."""
+    if len(shape) != 3 or not all(1 <= s <= MAX_SIDE for s in shape):
+        raise ConfigError(f"the DCGAN family needs samples of shape (C, H, W), each from 1 to {MAX_SIDE}, "
+                          f"got {tuple(shape)}")
+    g, d = parameter_count(cfg, shape)
+    if g + d > max_parameters:
+        raise ConfigError(
+            f"the generator would have {g:.2g} and the discriminator {d:.2g} parameters, more than the {max_parameters:.2g} "
+            f"allowed for both (model.g_width={cfg.g_width}, d_width={cfg.d_width}, max_width={cfg.max_width}, "
+            f"depth={cfg.depth}, z_dim={cfg.z_dim}, n_classes={cfg.n_classes}; samples {'x'.join(map(str, shape))})")

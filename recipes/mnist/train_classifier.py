@@ -1,4 +1,4 @@
-"""Train the digit classifier whose features evaluate image GANs (kept as assets/digit-classifier.pt).
+"""Train the digit classifier whose features evaluate image GANs (kept as multigan/assets/digit-classifier.pt).
 
     python recipes/mnist/train_classifier.py --data-root ../shared/data
 
@@ -21,7 +21,7 @@ log = logging.getLogger("multigan")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", help="a folder holding MNIST/raw (default: the cache or a download)")
-    p.add_argument("--out", default="assets/digit-classifier.pt")
+    p.add_argument("--out", default="multigan/assets/digit-classifier.pt")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,4 @@
-"""Train the spoken-digit classifier whose features evaluate voice GANs (kept as assets/spoken-digit-classifier.pt).
+"""Train the spoken-digit classifier whose features evaluate voice GANs (kept as multigan/assets/spoken-digit-classifier.pt).
 
     python recipes/voice/train_classifier.py --data-root ../shared/data/fsdd/recordings
 
@@ -24,7 +24,7 @@ log = logging.getLogger("multigan")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="the FSDD recordings folder ({digit}_{speaker}_{take}.wav)")
-    p.add_argument("--out", default="assets/spoken-digit-classifier.pt")
+    p.add_argument("--out", default="multigan/assets/spoken-digit-classifier.pt")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)

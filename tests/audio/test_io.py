@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import multigan.audio.io as audio_io
 from multigan.audio.io import fix_length, load_audio, trim_silence, write_wav
 from multigan.errors import DataError
 
@@ -70,7 +71,7 @@ def test_falls_back_to_librosa_when_soundfile_fails(shared_data, monkeypatch):
     def broken_read(*args, **kwargs):
         raise sf.LibsndfileError(0, prefix="simulated: ")
 
-    monkeypatch.setattr(sf, "read", broken_read)
+    monkeypatch.setattr(audio_io, "_read_mono", broken_read)  # fails while decoding, as soundfile would
     np.testing.assert_allclose(load_audio(path, 8000), expected, atol=1e-6)
 
 
@@ -115,6 +116,54 @@ def test_truncated_wav_gives_the_samples_that_are_there(tmp_path):
     wave = load_audio(cut, 8000)
     assert len(wave) == 1000
     np.testing.assert_allclose(wave, tone[:1000], atol=1 / 32768)
+
+
+@pytest.mark.parametrize("rate, seconds, bounds, reason", [
+    (1, 2000, {}, "sample rate 1 Hz is outside min_source_rate..max_source_rate (4000..192000 Hz)"),
+    (384_000, 0.01, {}, "sample rate 384000 Hz is outside"),
+    (4000, 61, {}, "61.0 s long, over max_seconds (60 s)"),
+    (8000, 0.5, {"max_seconds": 0.25}, "0.5 s long, over max_seconds (0.25 s)"),
+    (8000, 0.5, {"min_source_rate": 11_025}, "sample rate 8000 Hz is outside"),
+])
+def test_source_out_of_bounds_is_refused_from_its_header(tmp_path, monkeypatch, rate, seconds, bounds, reason):
+    # A 4 KB WAV whose header says 1 Hz was resampled to 16 million samples (a 200 KB one: GBs).
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.random.default_rng(0).uniform(-0.5, 0.5, int(rate * seconds)), rate, subtype="PCM_16")
+
+    def no_decoding(*args):
+        raise AssertionError("decoded a file its header rules out")
+
+    monkeypatch.setattr(audio_io, "_read_mono", no_decoding)
+    with pytest.raises(DataError) as error:
+        load_audio(path, 8000, **bounds)
+    assert str(error.value).startswith(f"cannot use {path}: {reason}")
+
+
+def test_float_file_past_full_scale_is_scaled_to_peak_one(tmp_path):
+    # It used to pass through as 1e30, whose log-mel overflows: "nothing left after trimming".
+    tone = _tone(0.5, 8000)
+    huge = tmp_path / "huge.wav"
+    sf.write(huge, 2e30 * tone, 8000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(huge, 8000), tone / 0.5, rtol=1e-6, atol=1e-7)
+    unscaled_pcm = tmp_path / "int16-values.wav"  # a common slip: int16 values written as float
+    sf.write(unscaled_pcm, np.rint(32767 * tone), 8000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(unscaled_pcm, 8000), tone / 0.5, atol=1e-4)
+    within = tmp_path / "within.wav"  # a float file within [-1, 1] keeps its level
+    sf.write(within, tone, 8000, subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(within, 8000), tone)
+
+    beyond = tmp_path / "beyond-float32.wav"
+    sf.write(beyond, 1e300 * tone.astype(np.float64), 8000, subtype="DOUBLE")
+    with pytest.raises(DataError, match="non-finite or out-of-range samples"):
+        load_audio(beyond, 8000)
+
+
+def test_many_channels_are_averaged_block_by_block(tmp_path, monkeypatch):
+    channels = np.stack([_tone(0.5, 8000, freq=f) for f in (220, 330, 440, 550, 660, 770)], axis=1)  # [4000, 6]
+    path = tmp_path / "six.wav"
+    sf.write(path, channels, 8000, subtype="FLOAT")
+    monkeypatch.setattr(audio_io, "BLOCK_FRAMES", 1500)  # three blocks, the last one short
+    np.testing.assert_allclose(load_audio(path, 8000), channels.mean(axis=1), atol=1e-7)
 
 
 # Trimming ----------------------------------------------------------------

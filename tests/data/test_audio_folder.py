@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -33,9 +34,9 @@ class DecodeCounter:
         self.paths: list[Path] = []
         real = audio_io.load_audio
 
-        def counting(path, sample_rate):
+        def counting(path, sample_rate, **bounds):
             self.paths.append(Path(path))
-            return real(path, sample_rate)
+            return real(path, sample_rate, **bounds)
 
         monkeypatch.setattr(audio_io, "load_audio", counting)
 
@@ -258,6 +259,70 @@ def test_no_usable_clip_is_an_error(mixed_folder, tmp_path):
         _load(tmp_path / "texts", tmp_path / "cache")
     with pytest.raises(DataError, match="selected"):
         _load(mixed_folder, tmp_path / "cache", select=lambda p: False)
+
+
+def test_clips_out_of_bounds_are_skipped_with_reasons(tmp_path, caplog):
+    root = tmp_path / "bounds"
+    root.mkdir()
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 250_000).astype(np.float32)
+    sf.write(root / "good.wav", _tone(0.5), SR, subtype="PCM_16")
+    # 5.4 KB whose header says 1 Hz: it was kept as 45 minutes of resampled noise.
+    sf.write(root / "one-hertz.wav", noise[:2700], 1, subtype="PCM_16")
+    sf.write(root / "ultrasonic.wav", noise[:3840], 384_000, subtype="PCM_16")
+    sf.write(root / "long.wav", noise[:244_000], 4000, subtype="PCM_16")  # 61 s
+    sf.write(root / "short.wav", _tone(0.5)[:300], SR, subtype="PCM_16")  # 3 STFT frames
+    sf.write(root / "huge.wav", 1e30 * _tone(0.5), SR, subtype="FLOAT")  # kept, scaled to peak 1
+    reasons = {
+        "one-hertz.wav": "sample rate 1 Hz is outside min_source_rate..max_source_rate (4000..192000 Hz)",
+        "ultrasonic.wav": "sample rate 384000 Hz is outside min_source_rate..max_source_rate (4000..192000 Hz)",
+        "long.wav": "61.0 s long, over max_seconds (60 s)",
+        "short.wav": "too short: 300 samples after trimming at 60 dB, under min_length 512",
+    }
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        dataset = _load(root, tmp_path / "cache")
+    assert [p.name for p in dataset.paths] == ["good.wav", "huge.wav"]
+    huge = dataset.waveforms[1]
+    assert huge.abs().max() == pytest.approx(1.0, abs=1e-3) and len(huge) >= 3500
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(reasons) + 1
+    for name, reason in reasons.items():
+        assert f"skipping {root / name}: {reason}" in warnings, name
+        assert f"{name} ({reason}" in warnings[-1]
+
+    # Tighter bounds, as build.py passes them from data.audio: the same files, other verdicts.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        dataset = _load(root, tmp_path / "cache", min_source_rate=1, max_seconds=100.0, min_length=200)
+    assert [p.name for p in dataset.paths] == ["good.wav", "huge.wav", "long.wav", "short.wav"]
+    assert "one-hertz.wav (2,700.0 s long, over max_seconds (100 s))" in caplog.records[-1].getMessage()
+
+
+def test_bounds_must_make_sense(tmp_path):
+    from multigan.config import AudioConfig
+    from multigan.errors import ConfigError
+
+    for bounds in ({"min_source_rate": 0}, {"min_source_rate": 48_000, "max_source_rate": 44_100},
+                   {"max_seconds": 0}, {"min_length": -1}):
+        with pytest.raises(ConfigError):
+            _load(tmp_path, tmp_path / "cache", **bounds)
+    for settings in ({"min_source_rate": 0}, {"min_source_rate": 48_000, "max_source_rate": 44_100},
+                     {"max_seconds": 0.0}, {"min_frames": 0}):
+        with pytest.raises(ConfigError):
+            AudioConfig(**settings)
+    assert AudioConfig().min_length == 512 and AudioConfig(min_frames=1).min_length == 0
+
+
+def test_full_disk_leaves_the_clip_cache_behind_with_one_warning(fsdd_copy, tmp_path, monkeypatch, caplog):
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        dataset = _load(fsdd_copy, tmp_path / "cache")
+    assert len(dataset) == 8
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cannot write the clip cache" in warnings[0] and "No space left" in warnings[0]
+    assert list((tmp_path / "cache" / "clips").iterdir()) == []  # the temporary file is gone
 
 
 def test_min_rms_sets_what_counts_as_silent(mixed_folder, tmp_path):

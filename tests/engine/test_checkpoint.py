@@ -73,12 +73,38 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="no space left on the device") as e:
         save_checkpoint(_state(2), path)
+    assert "\n" not in str(e.value)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"]
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
+
+
+def test_a_full_disk_as_torch_reports_it_is_one_line(tmp_path, monkeypatch):
+    # torch turns the OSError of a full disk into this RuntimeError.
+    path = save_checkpoint(_state(1), tmp_path / "x.pt")
+
+    def full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1216 vs 1104\nframe #0: ...")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match="disk may be full.*unexpected pos") as e:
+        save_checkpoint(_state(2), path)
+    assert "\n" not in str(e.value) and "frame #0" not in str(e.value)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pt"]
+
+
+def test_checkpoints_follow_the_umask_like_every_other_output(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(_state(1), tmp_path / "x.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_keyboard_interrupt_during_write_keeps_the_old_file(tmp_path, monkeypatch):

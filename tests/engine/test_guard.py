@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from multigan.build import restore
+from multigan.restore import restore
 from multigan.config import DataConfig, EvalConfig, NetConfig, OptimConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset
 from multigan.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint

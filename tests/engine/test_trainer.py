@@ -20,11 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
-from multigan import build
+from multigan import run
+from multigan.restore import restore
 from multigan.config import LOSS_KINDS, DataConfig, LossConfig, NetConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from multigan.engine.trainer import IndexStream, train
+from multigan.engine.trainer import train
 from multigan.errors import CheckpointError, ConfigError, DataError
 from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
@@ -80,12 +81,12 @@ def test_same_seed_gives_bitwise_identical_runs(tmp_path):
 
 
 def test_train_run_is_reproducible_within_one_process(tmp_path, monkeypatch):
-    # build.train_run builds G and D from the global RNG before train() seeds it,
+    # run.train_run builds G and D from the global RNG before train() seeds it,
     # so the initial weights depend on whatever ran before (here: the first run).
-    monkeypatch.setattr(build, "load_data", lambda data_cfg, progress=True: (DATASET, ImageModality(*SHAPE)))
+    monkeypatch.setattr(run, "load_data", lambda data_cfg, progress=True: (DATASET, ImageModality(*SHAPE)))
     cfg = _cfg(steps=2)
-    a = load_checkpoint(build.train_run(cfg, tmp_path / "a", progress=False))
-    b = load_checkpoint(build.train_run(cfg, tmp_path / "b", progress=False))
+    a = load_checkpoint(run.train_run(cfg, tmp_path / "a", progress=False))
+    b = load_checkpoint(run.train_run(cfg, tmp_path / "b", progress=False))
     for key in ("G", "D"):
         assert_same(a[key], b[key], key)
 
@@ -153,7 +154,7 @@ def test_conditional_resume_is_exact(tmp_path, case):
 def test_conditional_checkpoint_restores_a_conditional_G(tmp_path):
     path = _run(_cfg(steps=2, n_classes=N_CLASSES), tmp_path)
     state = load_checkpoint(path)
-    restored = build.restore(path)
+    restored = restore(path)
     assert restored.config.model.n_classes == N_CLASSES and restored.step == 2
     assert restored.G.n_classes == N_CLASSES and not restored.G.training
     assert_same(dict(restored.G.state_dict()), dict(state["G_ema"]), "G_ema")
@@ -184,15 +185,15 @@ def test_conditional_training_reads_the_real_labels(tmp_path):
 
 def test_train_run_wraps_labelled_data_for_a_conditional_model(tmp_path, monkeypatch):
     labelled_images = ImageTensorDataset(DATASET.images, LABELS)
-    monkeypatch.setattr(build, "load_data", lambda data_cfg, progress=True: (labelled_images, ImageModality(*SHAPE)))
+    monkeypatch.setattr(run, "load_data", lambda data_cfg, progress=True: (labelled_images, ImageModality(*SHAPE)))
     cfg = _cfg(steps=2, n_classes=N_CLASSES)
-    state = load_checkpoint(build.train_run(cfg, tmp_path / "a", progress=False))
+    state = load_checkpoint(run.train_run(cfg, tmp_path / "a", progress=False))
     assert state["step"] == 2 and RunConfig.from_json(state["config"]).model.n_classes == N_CLASSES
     # More classes in the data than the model has, or no labels at all: a DataError before any training.
     for dataset, n_classes in ((labelled_images, 3), (DATASET, N_CLASSES)):
-        monkeypatch.setattr(build, "load_data", lambda data_cfg, progress=True, d=dataset: (d, ImageModality(*SHAPE)))
+        monkeypatch.setattr(run, "load_data", lambda data_cfg, progress=True, d=dataset: (d, ImageModality(*SHAPE)))
         with pytest.raises(DataError):
-            build.train_run(_cfg(steps=2, n_classes=n_classes), tmp_path / f"refused-{n_classes}", progress=False)
+            run.train_run(_cfg(steps=2, n_classes=n_classes), tmp_path / f"refused-{n_classes}", progress=False)
         assert not (tmp_path / f"refused-{n_classes}").exists()
 
 
@@ -232,49 +233,6 @@ def test_a_finished_run_does_nothing_on_resume(tmp_path):
     assert load_checkpoint(again)["step"] == 3
     assert last.read_bytes() == before
     assert [r["step"] for r in _log(tmp_path)] == [3]
-
-
-# IndexStream ------------------------------------------------------------------
-def _take(stream: IndexStream, n: int) -> list[list[int]]:
-    it = iter(stream)
-    return [next(it) for _ in range(n)]
-
-
-def test_index_stream_batch_k_does_not_depend_on_the_start():
-    batches = _take(IndexStream(50, 8, seed=3), 40)  # 6 batches per epoch
-    for k in (0, 1, 5, 6, 7, 23, 36):
-        assert _take(IndexStream(50, 8, seed=3, start=k), 4) == batches[k:k + 4]
-
-
-def test_index_stream_epochs_are_permutations():
-    per_epoch = 48 // 8
-    batches = _take(IndexStream(48, 8, seed=0), 4 * per_epoch)
-    epochs = [sum(batches[e * per_epoch:(e + 1) * per_epoch], []) for e in range(4)]
-    for epoch in epochs:
-        assert sorted(epoch) == list(range(48))
-    assert len({tuple(e) for e in epochs}) == 4  # reshuffled every epoch
-    # With a remainder the last items of each permutation are dropped, never repeated.
-    batches = _take(IndexStream(50, 8, seed=0), 12)
-    for e in range(2):
-        epoch = sum(batches[e * 6:(e + 1) * 6], [])
-        assert len(epoch) == len(set(epoch)) == 48 and set(epoch) <= set(range(50))
-
-
-def test_index_stream_seed_and_small_datasets():
-    assert _take(IndexStream(50, 8, seed=0), 3) != _take(IndexStream(50, 8, seed=1), 3)
-    for batch in _take(IndexStream(5, 64, seed=0), 3):  # batch larger than the dataset
-        assert sorted(batch) == list(range(5))
-
-
-@pytest.mark.parametrize("seed", [-1, 2**40, 2**48, 2**62])
-def test_index_stream_accepts_every_seed_the_config_accepts(seed):
-    # The epoch seed `seed * 1_000_003 + epoch` overflows torch's 64-bit seed for seed >~ 1.8e13.
-    try:
-        TrainConfig(seed=seed)
-    except ConfigError:
-        return  # bounding the seed in the settings is a fix too
-    (batch,) = _take(IndexStream(10, 4, seed=seed), 1)
-    assert len(set(batch)) == 4
 
 
 # Subprocesses -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from multigan.metrics.features import (
 from multigan.metrics.features import test_accuracy as accuracy_of  # renamed: pytest would collect test_*
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ASSETS = REPO_ROOT / "assets"
+ASSETS = REPO_ROOT / "multigan" / "assets"
 KEPT = {"digit-classifier.pt": ("image", 0.9945), "spoken-digit-classifier.pt": ("audio", 0.9967)}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -303,7 +303,7 @@ def test_fit_classifier_learns_an_easy_task():
 
 
 def test_a_feature_network_is_not_taken_for_a_training_checkpoint():
-    from multigan.build import restore
+    from multigan.restore import restore
     from multigan.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="is a feature network"):

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from multigan.build import MODALITIES
+from multigan.registry import MODALITIES
 from multigan.errors import DataError
-from multigan.modalities.base import Modality
+from multigan.engine.protocol import Modality
 from multigan.modalities.image import ImageModality
 
 
@@ -137,7 +137,7 @@ def mel_cases() -> list[Case]:
     )]
 
 
-# Registry name -> cases. A new adapter in multigan.build.MODALITIES adds its
+# Registry name -> cases. A new adapter in multigan.registry.MODALITIES adds its
 # factory here.
 FACTORIES: dict[str, Callable[[], list[Case]]] = {
     "image": image_cases,
@@ -153,7 +153,7 @@ def test_every_registered_modality_has_a_factory():
     missing = sorted(set(MODALITIES) - set(FACTORIES))
     assert not missing, f"add a factory to FACTORIES in {__file__} for: {missing}"
     stale = sorted(set(FACTORIES) - set(MODALITIES))
-    assert not stale, f"FACTORIES names modalities that multigan.build.MODALITIES does not register: {stale}"
+    assert not stale, f"FACTORIES names modalities that multigan.registry.MODALITIES does not register: {stale}"
 
 
 def test_grid_size_helper():

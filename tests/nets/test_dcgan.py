@@ -249,3 +249,115 @@ def test_unconditional_nets_have_no_embedding_and_the_dcgan_parameter_count():
 def test_classes_from_the_data_must_be_resolved_before_building():
     with pytest.raises(ConfigError, match="n_classes=-1"):
         build(NetConfig(n_classes=-1), (1, 28, 28))
+
+
+# Sizes from the settings alone ---------------------------------------------------------
+COUNT_SHAPES = [(1, 28, 28), (3, 64, 64), (1, 80, 64), (1, 128, 128), (1, 4, 4), (1, 27, 27)]
+
+
+@pytest.mark.parametrize("shape", COUNT_SHAPES, ids=_ids)
+def test_parameter_count_equals_the_built_nets(shape, one_thread):
+    import itertools
+
+    from multigan.config import D_NORMS, G_NORMS
+    from multigan.nets.dcgan import parameter_count
+
+    # max_width 16 caps the coarser scales of the wider nets, so the cap is counted too.
+    # G's count does not read d_norm nor D's g_norm: pairing them covers every value of each.
+    for n_classes, depth, sn, (d_norm, g_norm), width in itertools.product(
+            (0, 10), (0, 1), (False, True), zip(D_NORMS, G_NORMS), (4, 8)):
+        cfg = NetConfig(z_dim=16, g_width=width, d_width=width, max_width=16, depth=depth, n_classes=n_classes,
+                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm)
+        G, D = build(cfg, shape)
+        assert parameter_count(cfg, shape) == (_n_params(G), _n_params(D)), cfg
+
+
+def test_parameter_count_of_the_default_nets():
+    from multigan.nets.dcgan import parameter_count
+
+    for cfg, shape in ((NetConfig(), (3, 64, 64)), (NetConfig(depth=1, n_classes=10), (1, 28, 28))):
+        G, D = build(cfg, shape)
+        assert parameter_count(cfg, shape) == (_n_params(G), _n_params(D))
+
+
+def test_check_size_refuses_at_the_limit_and_says_why():
+    from multigan.nets.dcgan import check_size, parameter_count
+
+    g, d = parameter_count(SMALL, (1, 28, 28))
+    check_size(SMALL, (1, 28, 28), max_parameters=g + d)  # exactly at the limit: allowed
+    with pytest.raises(ConfigError) as err:
+        check_size(SMALL, (1, 28, 28), max_parameters=g + d - 1)
+    message = str(err.value)
+    assert f"generator would have {g:.2g}" in message and f"discriminator {d:.2g}" in message, message
+    assert "g_width=8" in message and "1x28x28" in message, message
+
+
+def test_check_size_counts_without_allocating():
+    import time
+
+    from multigan.nets.dcgan import MAX_PARAMETERS, check_size, parameter_count
+
+    huge = NetConfig(z_dim=65536, g_width=65536, d_width=65536, max_width=65536, depth=16, n_classes=100_000)
+    start = time.perf_counter()
+    g, d = parameter_count(huge, (3, 1024, 1024))
+    with pytest.raises(ConfigError, match="generator would have"):
+        check_size(huge, (3, 1024, 1024))
+    assert time.perf_counter() - start < 0.1
+    # One 65536 x 65536 x 3 x 3 convolution alone is 3.9e10 weights.
+    assert g > 65536**2 * 9 and d > 65536**2 * 9 and g + d > MAX_PARAMETERS
+
+
+@pytest.mark.parametrize("shape", [(1, 2**30, 28), (0, 28, 28), (1, 28, 28, 1)], ids=_ids)
+def test_check_size_refuses_absurd_shapes(shape):
+    from multigan.nets.dcgan import check_size
+
+    with pytest.raises(ConfigError, match="shape"):
+        check_size(SMALL, shape)
+
+
+def test_build_checks_the_size_before_building_anything(monkeypatch):
+    from multigan.nets import dcgan
+
+    def never(*args):
+        raise AssertionError("a net was built before its size was checked")
+
+    monkeypatch.setattr(dcgan, "Generator", never)
+    monkeypatch.setattr(dcgan, "Discriminator", never)
+    with pytest.raises(ConfigError, match="parameters"):
+        dcgan.build(NetConfig(g_width=6000, d_width=6000, max_width=6000), (1, 28, 28))
+
+
+def test_a_checkpoint_asking_for_huge_nets_is_refused_quickly(tmp_path, one_thread):
+    """A real tiny checkpoint whose settings were edited to widths of 6000 (1.2e9 parameters)."""
+    import json
+    import time
+
+    from multigan.config import DataConfig, RunConfig, TrainConfig
+    from multigan.data.tensors import ImageTensorDataset
+    from multigan.engine.checkpoint import load_checkpoint, save_checkpoint
+    from multigan.engine.trainer import train
+    from multigan.modalities.image import ImageModality
+    from multigan.nets.dcgan import check_size
+
+    shape = (1, 16, 16)
+    cfg = RunConfig(data=DataConfig(source="folder", channels=1, height=16, width=16),
+                    model=NetConfig(z_dim=8, g_width=8, d_width=8),
+                    train=TrainConfig(steps=1, batch_size=8, device="cpu", checkpoint_every=1, preview_every=1000,
+                                      log_every=1, n_preview=4))
+    torch.manual_seed(0)
+    dataset = ImageTensorDataset(torch.randint(0, 256, (16, *shape), dtype=torch.uint8))
+    state = load_checkpoint(train(cfg, ImageModality(*shape), *build(cfg.model, shape), dataset, tmp_path / "run",
+                                  progress=False))
+    settings = json.loads(state["config"])
+    settings["model"].update(g_width=6000, d_width=6000, max_width=6000)  # max_width too: it caps the others
+    edited = save_checkpoint({**state, "config": json.dumps(settings)}, tmp_path / "edited.pt")
+
+    start = time.perf_counter()
+    state = load_checkpoint(edited)
+    model = RunConfig.from_json(state["config"]).model
+    shape = ImageModality.from_state(state["modality"]["state"]).shape
+    with pytest.raises(ConfigError, match="g_width=6000"):
+        check_size(model, shape)
+    with pytest.raises(ConfigError, match="g_width=6000"):
+        build(model, shape)
+    assert time.perf_counter() - start < 1.0

@@ -1,4 +1,4 @@
-"""The modality protocol: what the engine and the command line need of a data kind.
+"""The modality protocol: what the engine (and the command line) need of a data kind.
 
 An adapter satisfies it structurally; there is no base class to inherit.
 Model space is a float tensor [B, *shape] with values in [-1, 1].
@@ -23,13 +23,13 @@ class Modality(Protocol):
         """A data-loader batch (already on the training device) -> [B, *shape] in [-1, 1]."""
 
     def decode(self, x: Tensor) -> Any:
-        """Model-space samples [B, *shape] -> artifacts (pixels, waveforms, ...)."""
+        """Model-space samples [B, *shape] -> artifacts (whatever `save` writes as files)."""
 
     def save(self, artifacts: Any, out_dir: Path, prefix: str = "sample") -> list[Path]:
         """Write one file per sample plus an overview; returns the paths written."""
 
     def preview(self, x: Tensor, stem: Path) -> Path:
-        """Write one image that shows a batch of model-space samples at a glance.
+        """Write one picture that shows a batch of model-space samples at a glance.
 
         `stem` is a path without suffix; the adapter adds its own and returns the path.
         """

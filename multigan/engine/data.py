@@ -1,0 +1,95 @@
+"""Batches for the loop: batch k is a pure function of (seed, k), and each rank takes its slice of it.
+
+So a resumed run sees exactly the batches the uninterrupted run would have,
+and a run on N ranks sees the same global batches as one process.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from multigan.engine.distributed import World
+from multigan.errors import ConfigError
+
+# Datasets smaller than this share of the free GPU memory are moved to the GPU whole and indexed there.
+_ON_DEVICE_SHARE = 0.25
+
+
+class IndexStream(torch.utils.data.Sampler):
+    """Endless batches of dataset indices, reshuffled every epoch; this rank's slice of each.
+
+    Batch k is a pure function of (seed, k), so a resumed run starts at batch
+    `start` and sees exactly the batches the uninterrupted run would have.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.seed, self.start = n_items, min(batch_size, n_items), seed, start
+        self.per_epoch = n_items // self.batch_size  # drop the incomplete last batch
+        if self.batch_size % world_size:
+            raise ConfigError(f"the batch of {self.batch_size} does not split evenly over {world_size} ranks: "
+                              f"set train.batch_size to a multiple of {world_size}")
+        self.local = self.batch_size // world_size
+        self.offset = rank * self.local
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        epoch, perm = -1, None
+        while True:
+            e, pos = divmod(k, self.per_epoch)
+            if e != epoch:
+                # The seed wraps into torch's 64-bit range (any seed the settings accept works).
+                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed((self.seed * 1_000_003 + e) % 2**63))
+            first = pos * self.batch_size + self.offset
+            yield perm[first:first + self.local].tolist()
+            k += 1
+
+
+def _collate(items):
+    # Datasets with `__getitems__` hand over a ready batch: a tensor, or (data, labels).
+    return items if isinstance(items, (Tensor, tuple)) else torch.utils.data.default_collate(items)
+
+
+def to_device(batch, device: torch.device, memory_format: torch.memory_format | None = None):
+    """A batch (tensor, or tuple/list/dict of them) on `device`; 4-D tensors in `memory_format` if given."""
+    if isinstance(batch, Tensor):
+        batch = batch.to(device, non_blocking=True)
+        return batch.contiguous(memory_format=memory_format) if memory_format is not None and batch.ndim == 4 else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, memory_format) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, memory_format) for k, v in batch.items()}
+    return batch
+
+
+def _nbytes(dataset) -> int | None:
+    """Bytes an in-memory dataset would take on a device, or None when it cannot move there."""
+    return dataset.nbytes() if callable(getattr(dataset, "nbytes", None)) and callable(getattr(dataset, "to", None)) else None
+
+
+def batches(dataset, *, batch_size: int, seed: int, start: int, device: torch.device, world: World,
+            num_workers: int = 0) -> Iterator:
+    """Endless batches from batch `start` on, this rank's slice of each, on `device`.
+
+    On CUDA an in-memory dataset that offers `to(device)` and fits is moved
+    to the GPU once and indexed there: no loader, no host-to-device copy per
+    step. Anything else goes through a DataLoader.
+    """
+    stream = IndexStream(len(dataset), batch_size, seed, start=start, rank=world.rank, world_size=world.size)
+    size = _nbytes(dataset)
+    if device.type == "cuda" and num_workers == 0 and size is not None:
+        free, _ = torch.cuda.mem_get_info(device)
+        if size < _ON_DEVICE_SHARE * free:
+            on_device = dataset.to(device)
+            return (on_device.__getitems__(idx) for idx in stream)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=stream,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # keeps the global RNG untouched
+    )
+    return iter(loader)

@@ -1,0 +1,54 @@
+"""A trained generator and its adapter, rebuilt from a checkpoint alone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from multigan.config import RunConfig
+from multigan.engine.checkpoint import latest_checkpoint, load_checkpoint
+from multigan.engine.protocol import Modality
+from multigan.errors import CheckpointError, ConfigError
+from multigan.registry import build_nets, check_net_size, modality_from_state
+
+
+@dataclass
+class Restored:
+    """What generation needs, rebuilt from a checkpoint alone."""
+
+    config: RunConfig
+    modality: Modality
+    G: nn.Module  # the EMA generator, in eval mode
+    step: int
+    path: Path
+
+
+def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
+    """Rebuild the adapter and the EMA generator from a checkpoint, without any dataset."""
+    from multigan.metrics.features import KIND as FEATURE_NET
+
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path)
+    state = load_checkpoint(path)
+    if state.get("kind") == FEATURE_NET:
+        raise CheckpointError(f"{path} is a feature network (for --features), not a training checkpoint")
+    try:
+        cfg = RunConfig.from_json(state["config"])
+        modality = modality_from_state(state["modality"]["name"], state["modality"]["state"])
+    except ConfigError as e:  # settings out of bounds: damaged or hostile, not another version
+        raise CheckpointError(f"{path} holds settings this version refuses: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
+    try:
+        check_net_size(cfg.model, modality.shape)  # before anything is allocated
+    except ConfigError as e:
+        raise CheckpointError(f"{path} asks for networks too large to build: {e}") from None
+    try:
+        G, _ = build_nets(cfg.model, modality.shape)
+        G.load_state_dict(state["G_ema"])
+    except (KeyError, RuntimeError, ConfigError) as e:
+        raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
+    return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path)

@@ -73,8 +73,9 @@ def _apply_flags(cfg, args):
     """Command-line flags, then --set KEY=VALUE items, over the base settings."""
     flags = {
         "train.steps": args.steps, "train.batch_size": args.batch_size, "train.device": args.device,
-        "train.seed": args.seed, "data.root": args.data_root, "train.amp": True if args.amp else None,
-        "eval.every": args.eval_every,
+        "train.seed": args.seed, "data.root": args.data_root,
+        "train.precision": args.precision or ("fp16" if args.amp else None),
+        "train.compile": True if args.compile else None, "eval.every": args.eval_every,
     }
     for key, value in flags.items():
         if value is not None:
@@ -110,14 +111,23 @@ def cmd_train(args) -> int:
         print(cfg.to_json())
         print(f"# output folder: {out}" + (f"; resuming from {resume}" if resume else ""), file=sys.stderr)
         return 0
-    _writable_dir(out)
 
+    from multigan.engine import distributed
     from multigan.run import train_run
 
-    last = train_run(cfg, out, resume=resume, progress=not args.no_progress)
-    print(f"checkpoint: {last}")
-    print(f"previews:   {out / 'previews'}")
-    print(f"log:        {out / 'log.jsonl'}")
+    # Under torchrun: join the other ranks first (world size 1 otherwise).
+    world = distributed.setup(cfg.train.device, backend=args.dist_backend,
+                              timeout_s=float(os.environ.get("MULTIGAN_DIST_TIMEOUT", "300")))
+    try:
+        if world.is_main:
+            _writable_dir(out)
+        last = train_run(cfg, out, resume=resume, progress=not args.no_progress)
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        print(f"checkpoint: {last}")
+        print(f"previews:   {out / 'previews'}")
+        print(f"log:        {out / 'log.jsonl'}")
     return 0
 
 
@@ -294,9 +304,9 @@ def recipe_main(presets: dict, description: str, *, default_out: str, n_samples:
     except MultiganError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"{p.prog}: interrupted; continue with --resume", file=sys.stderr)
-        return 130
+        return 128 + (getattr(e, "signum", None) or 2)
     grid = next(p for p in paths if p.name.endswith("-grid.png"))
     print(f"checkpoint: {last}\nsamples:    {grid} (and {len(paths) - 1} more files beside it)\n"
           f"previews:   {out / 'previews'}")
@@ -323,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto (cuda, mps, cpu)")
     t.add_argument("--seed", type=_int)
     t.add_argument("--data-root", metavar="PATH", help="dataset folder (for MNIST: a folder holding MNIST/raw)")
-    t.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA only)")
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="autocast precision (default: the settings', fp32): bf16 on CUDA or CPU, fp16 on CUDA")
+    t.add_argument("--amp", action="store_true", default=None, help="the same as --precision fp16")
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D (slow to start, faster steps)")
+    t.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                   help="under torchrun: the process group's backend (auto: nccl on CUDA, gloo on CPUs)")
     t.add_argument("--eval-every", type=_positive_int, metavar="N",
                    help="measure FID, KID, classifier score... every N steps and keep checkpoints/best.pt (off by default)")
     t.add_argument("--resume", nargs="?", const="latest", metavar="CKPT",
@@ -404,9 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     except MultiganError as e:
         print(f"multigan {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # the trainer saved and said where (engine.maintenance.Stopped)
         print(f"multigan {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (getattr(e, "signum", None) or 2)
     except BrokenPipeError:  # e.g. `multigan info X | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -248,3 +248,24 @@ def test_generate_into_a_path_under_a_file(tiny_run):
     result = run("generate", "RUN/checkpoints/latest.pt", "--out", "afile/G", cwd=tiny_run)
     assert_one_line_error(result)
     assert not (tiny_run / "afile").is_dir()
+
+
+# Vocode -------------------------------------------------------------------
+def test_vocode_keeps_clips_with_the_same_stem_apart(tmp_path):
+    import soundfile as sf
+
+    clips = {"a/x.wav": 300.0, "b/x.wav": 600.0, "y.flac": 900.0, "y.wav": 1500.0}  # name -> tone (Hz)
+    t = np.arange(2400) / 8000
+    for name, freq in clips.items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / "in" / name, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000)
+    result = run("vocode", "in", "--out", "out", "--set", "gl_iter=4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 4 WAV files" in result.stdout
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.wav"))
+    assert written == sorted(f"{name}.wav" for name in clips)  # the documented rule: <path under IN>.wav
+    for name, freq in clips.items():  # each file holds its own clip, not another one written over it
+        wave, rate = sf.read(tmp_path / "out" / f"{name}.wav")
+        peak = np.fft.rfftfreq(len(wave), 1 / rate)[np.abs(np.fft.rfft(wave)).argmax()]
+        assert abs(peak - freq) < 20, (name, peak)
+        assert name in result.stdout

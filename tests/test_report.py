@@ -1,12 +1,14 @@
 """The HTML report of a run folder, built by hand the way `multigan train` leaves it."""
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 import pytest
@@ -29,7 +31,9 @@ def _png(path: Path, seed: int) -> None:
 
 
 def _wav(path: Path) -> None:
-    sf.write(path, np.zeros(400, np.float32), 8000)
+    buffer = io.BytesIO()  # written by Python, not libsndfile, which cannot open a name that is not UTF-8
+    sf.write(buffer, np.zeros(400, np.float32), 8000, format="WAV", subtype="PCM_16")
+    path.write_bytes(buffer.getvalue())
 
 
 def _jsonl(path: Path, records: list[dict], tail: str = "") -> None:
@@ -105,7 +109,8 @@ def assert_links_resolve(page: Path) -> Page:
         if link.startswith("#"):
             continue
         assert "://" not in link and not link.startswith("/"), f"not a relative link: {link}"
-        assert (page.parent / unquote(link)).is_file(), f"{link} does not resolve from {page.parent}"
+        # %XX are the name's bytes, which need not be UTF-8: decode them as the file system does
+        assert (page.parent / os.fsdecode(unquote_to_bytes(link))).is_file(), f"{link} does not resolve from {page.parent}"
     return parsed
 
 
@@ -186,6 +191,20 @@ def test_config_alone_gets_a_page(tmp_path):
     page = write_report(tmp_path)
     assert "{not json" in page.read_text()
     assert not list((page.parent / "plots").iterdir())
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    # It crashed with UnicodeEncodeError: a name's undecodable bytes cannot go into a UTF-8 page as they are.
+    run = make_run(tmp_path / os.fsdecode(b"run-\xff"), audio=True)
+    _wav(run / "samples" / os.fsdecode(b"sample-\xff\xfe.wav"))
+    _png(run / "samples" / os.fsdecode(b"sample-\xff\xfe.png"), 7)
+    for out, prefix in ((None, "../samples/"), (tmp_path / "elsewhere", "../run-%FF/samples/")):
+        page = write_report(run, out)
+        parsed = assert_links_resolve(page)
+        assert prefix + "sample-%FF%FE.wav" in parsed.links("audio")
+        assert prefix + "sample-%FF%FE.png" in parsed.links("img")
+        assert "sample-\ufffd\ufffd.wav" in parsed.text  # shown with replacement characters
+        assert os.fsdecode(b"\xff") not in page.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p], ids=["missing", "empty"])

@@ -7,8 +7,11 @@ on CUDA, Gloo on the CPU. Each rank takes the GPU of its LOCAL_RANK.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -87,9 +90,10 @@ def setup(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0)
         torch.cuda.set_device(pick_device("cuda", world))
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-        # The first collective is where a missing rank shows: wait for it here, within the timeout.
-        dist.barrier(**({"device_ids": [torch.cuda.current_device()]} if backend == "nccl" else {}))
+        with _native_stderr_held():
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+            # The first collective is where a missing rank shows: wait for it here, within the timeout.
+            dist.barrier(**({"device_ids": [torch.cuda.current_device()]} if backend == "nccl" else {}))
     except (RuntimeError, ValueError, OSError) as e:  # DistStoreError and DistNetworkError are RuntimeErrors
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DistributedError(
@@ -97,6 +101,31 @@ def setup(device: str = "auto", backend: str = "auto", timeout_s: float = 300.0)
             f"within {timeout_s:g} s: {first}; check torchrun's --rdzv-endpoint or MASTER_ADDR/MASTER_PORT, "
             "and that every node was started") from None
     return world
+
+
+@contextlib.contextmanager
+def _native_stderr_held():
+    """Hold what C++ code writes to stderr while the group forms: c10d logs each failed connection
+    with a 40-line stack trace. On success it is passed on; on failure our one line replaces it."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured, embedded)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), fd)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                os.write(fd, held.read())
 
 
 def shutdown() -> None:

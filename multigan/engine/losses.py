@@ -196,7 +196,7 @@ class GANLoss:
         if phase == "D":
             return self._d_main(real, y_real, figures)
         if phase == "D_reg":
-            return self._regularise(*self._real, fake=None)
+            return self._lazy_regularise(*self._real)
         if phase == "G":
             return self._g_main()
         raise ValueError(f"GANLoss has no phase {phase!r}")
@@ -247,6 +247,18 @@ class GANLoss:
                     x = real.detach().float().requires_grad_(True)
                     out_real = _call(self.D_reg, x, y_real)
                 terms["r1"] = r1_penalty(out_real.float(), x)
+        return terms
+
+    def _lazy_regularise(self, real: Tensor, y_real: Tensor | None) -> dict[str, Tensor]:
+        """The penalties in a phase of their own, on the last real batch."""
+        x = real.detach().float().requires_grad_(True)
+        with torch.autocast(real.device.type, enabled=False):
+            out_real = _call(self.D_reg, x, y_real)
+        terms = self._regularise(x, y_real, fake=None, out_real=out_real)
+        # D's last bias has no gradient in a penalty on input gradients; DistributedDataParallel
+        # needs every parameter in the graph. Adding 0 x D(x) puts it there (as StyleGAN2 does).
+        first = next(iter(terms))
+        terms[first] = terms[first] + 0.0 * out_real.float().mean()
         return terms
 
     def _g_main(self) -> dict[str, Tensor]:

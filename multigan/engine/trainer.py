@@ -66,9 +66,13 @@ def _wrap(module: nn.Module, world: World, device: torch.device) -> nn.Module:
     """`module` as it trains across ranks: DistributedDataParallel, with each rank's own BN statistics."""
     if world.size == 1:
         return module
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    with warnings.catch_warnings():  # newer torch deprecates broadcast_buffers, but its replacement still syncs at init
+        warnings.simplefilter("ignore", FutureWarning)
+        return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def train(

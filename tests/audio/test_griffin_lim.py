@@ -1,6 +1,7 @@
 """Fast Griffin-Lim against librosa.griffinlim on real FSDD clips."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import librosa
@@ -39,9 +40,23 @@ def sc(S: torch.Tensor, wave: np.ndarray | torch.Tensor, n_fft: int = N_FFT, hop
     return spectral_convergence(S, magnitude(wave.to(S.device, S.dtype), n_fft, hop_length))
 
 
+# librosa 1.0 renamed griffinlim's `random_state` to `rng` (the old name warns, then goes in 1.2)
+# and makes a Generator of a seed, which draws other numbers than 0.x's RandomState. Both keep a
+# RandomState passed in as it is and draw the phase with its `random`, so one made here gives
+# librosa the same starting angles as `librosa_phase` gives ours, whichever librosa is installed.
+RNG_KEYWORD = "rng" if "rng" in inspect.signature(librosa.griffinlim).parameters else "random_state"
+
+
 def librosa_phase(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """The initial phase librosa.griffinlim(init="random", random_state=seed) draws."""
+    """The initial phase librosa.griffinlim(init="random", **{RNG_KEYWORD: RandomState(seed)}) draws."""
     return 2 * np.pi * np.random.RandomState(seed).random(size=shape)
+
+
+def librosa_griffinlim(S: np.ndarray, seed: int | None, **kwargs) -> np.ndarray:
+    """librosa.griffinlim from zero phase (seed None) or from `librosa_phase(S.shape, seed)`."""
+    if seed is None:
+        return librosa.griffinlim(S, init=None, **kwargs)  # init=None: all angles 0
+    return librosa.griffinlim(S, init="random", **{RNG_KEYWORD: np.random.RandomState(seed)}, **kwargs)
 
 
 # Against librosa (which takes batches [B, F, frames] too) ------------------------------------
@@ -58,8 +73,8 @@ def test_same_waveform_as_librosa_from_the_same_phase(waves, n_fft, hop_length, 
     T = y.shape[-1]
     length = None if not center else (T // hop_length + 1) * hop_length - 1 if longest else T
     kwargs = dict(n_iter=N_ITER, hop_length=hop_length, n_fft=n_fft, win_length=win_length, center=center, length=length)
-    for init, phase in [(None, "zeros"), ("random", torch.from_numpy(librosa_phase(S.shape, seed=0)))]:
-        ref = librosa.griffinlim(S, init=init, random_state=0, **kwargs)
+    for seed, phase in [(None, "zeros"), (0, torch.from_numpy(librosa_phase(S.shape, seed=0)))]:
+        ref = librosa_griffinlim(S, seed, **kwargs)
         ours = griffin_lim(torch.from_numpy(S), n_fft, hop_length, N_ITER, init=phase, length=length, win_length=win_length,
                            center=center).numpy()
         assert ours.shape == ref.shape
@@ -69,7 +84,7 @@ def test_same_waveform_as_librosa_from_the_same_phase(waves, n_fft, hop_length, 
 
 def test_spectral_convergence_no_worse_than_librosa_from_zero_phase(batch, waves):
     T = waves.shape[-1]
-    ref = librosa.griffinlim(batch.numpy(), n_iter=N_ITER, hop_length=HOP, n_fft=N_FFT, init=None, length=T)
+    ref = librosa_griffinlim(batch.numpy(), None, n_iter=N_ITER, hop_length=HOP, n_fft=N_FFT, length=T)
     ours = griffin_lim(batch, N_FFT, HOP, N_ITER, init="zeros", length=T)
     assert (sc(batch, ours) <= 1.01 * sc(batch, ref)).all()
 
@@ -78,7 +93,7 @@ def test_spectral_convergence_no_worse_than_librosa_from_random_phase(batch, wav
     # Different random phases, 4 draws for each of the 8 clips: compare the means (seen: 0.0600 ours,
     # 0.0610 librosa; over other seeds ours/librosa ranged 0.81-0.98).
     T, S = waves.shape[-1], batch.repeat(4, 1, 1)  # [32, F, frames]
-    ref = librosa.griffinlim(S.numpy(), n_iter=N_ITER, hop_length=HOP, n_fft=N_FFT, random_state=1, length=T)
+    ref = librosa_griffinlim(S.numpy(), 1, n_iter=N_ITER, hop_length=HOP, n_fft=N_FFT, length=T)
     ours = griffin_lim(S, N_FFT, HOP, N_ITER, length=T, generator=torch.Generator().manual_seed(1))
     assert sc(S, ours).mean() <= 1.05 * sc(S, ref).mean()
 

@@ -110,6 +110,54 @@ def test_modes_are_converted_sensibly(tmp_path):
     assert torch.all(rgb == 77)
 
 
+def _tiff_folder(tmp_path: Path, images: dict[str, np.ndarray]) -> Path:
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    for name, pixels in images.items():
+        Image.fromarray(pixels).save(folder / f"{name}.tif")
+    return folder
+
+
+def test_wide_tiffs_are_scaled_not_clipped(tmp_path, caplog):
+    # A left-to-right ramp [8, 32] in each file's own number type. convert("L") clipped them:
+    # float 0..1 came out black (0 or 1), 32-bit integers white.
+    ramp = np.tile(np.linspace(0.0, 1.0, 32), (8, 1))
+    images = {
+        "float-unit": ramp.astype(np.float32),  # 0..1: the fixed range of float images
+        "float-units": (1000 * ramp - 200).astype(np.float32),  # other units: the image's own min..max
+        "int32-wide": np.rint(ramp * 3_000_000).astype(np.int32),  # past 16 bits: min..max
+        "int32-16bit": np.rint(ramp * 65535).astype(np.int32),  # 16-bit values in a 32-bit file: 0..65535
+        "uint16": np.rint(ramp * 65535).astype(np.uint16),
+        "uint16-dim": np.rint(ramp * 6553.5).astype(np.uint16),  # a dark 16-bit image stays dark
+    }
+    folder = _tiff_folder(tmp_path, images)
+    modes = {}
+    for name in images:
+        with Image.open(folder / f"{name}.tif") as im:
+            modes[name] = im.mode
+    assert modes["float-unit"] == "F" and modes["int32-wide"] == "I" and modes["uint16"].startswith("I")
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        dataset = load_image_folder(folder, channels=1, height=8, width=32, progress=False)
+    assert not caplog.records
+    loaded = {p.stem: x[0].float() for p, x in zip(find_image_files(folder), dataset.images)}
+    full = torch.from_numpy(np.rint(ramp * 255)).float()
+    for name in ("float-unit", "float-units", "int32-wide", "int32-16bit", "uint16"):
+        assert (loaded[name] - full).abs().max() <= 1, name
+    assert (loaded["uint16-dim"] - torch.from_numpy(np.rint(ramp * 25.5)).float()).abs().max() <= 1
+
+
+def test_tiffs_with_nan_or_one_level_only(tmp_path, caplog):
+    nan = np.ones((8, 8), np.float32)
+    nan[2, 3] = np.nan
+    images = {"nan": nan, "flat-float": np.full((8, 8), 7.5, np.float32), "flat-int": np.full((8, 8), -5, np.int32)}
+    folder = _tiff_folder(tmp_path, images)
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        dataset = load_image_folder(folder, channels=3, height=8, width=8, progress=False)
+    assert len(dataset) == 2 and not dataset.images.any()  # one level outside the fixed range: black
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(folder / "nan.tif") in warnings[0] and "non-finite pixel values" in warnings[0]
+
+
 @pytest.mark.parametrize("size", [(90, 30), (30, 90), (41, 29)])
 def test_centre_crop_keeps_the_centre(tmp_path, size):
     # A white square of side min(w, h) in the middle, black around it.

@@ -268,3 +268,64 @@ def _assert_plain(value: Any, where: str = "state") -> None:
             _assert_plain(v, f"{where}[{k!r}]")
         return
     raise AssertionError(f"{where} is a {type(value).__name__}, not a tensor or plain value")
+
+
+# The mel adapter's statistics (MelModality.fit) and their cache ---------------
+def _fit_setup():
+    from multigan.config import AudioConfig
+    from multigan.modalities.mel import MelModality, analyze
+
+    audio = AudioConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, frames=24, gl_iter=16)
+    return audio, MelModality, lambda wave: analyze(wave, audio).double()  # [n_mels, n]
+
+
+def test_mel_statistics_weigh_each_clip_as_one_crop():
+    audio, MelModality, db = _fit_setup()
+    quiet = list(0.01 * _waves(3, audio.length, seed=1))  # one crop each: `frames` frames
+    loud = 0.5 * torch.randn(4 * audio.length, generator=torch.Generator().manual_seed(2))  # 4 crops long
+    once = MelModality.fit(audio, quiet + [loud])
+    # Every clip is at least a crop long: each weighs the same, whatever its length.
+    per_clip = torch.stack([db(w).mean(1) for w in quiet + [loud]])  # [4, n_mels]
+    torch.testing.assert_close(once.mean.double(), per_clip.mean(0), rtol=0, atol=1e-4)
+    # The same noise 25 times as long: it weighed 25 times more and pulled the mean up by ~20 dB.
+    longer = MelModality.fit(audio, quiet + [loud.repeat(25)])
+    torch.testing.assert_close(longer.mean, once.mean, rtol=0, atol=0.3)
+    torch.testing.assert_close(longer.std, once.std, rtol=0, atol=0.3)
+    # A clip shorter than a crop counts the frames it has (10 of 24), no more.
+    short = loud[: 9 * audio.hop_length]
+    assert db(short).shape[1] == 10
+    mixed = MelModality.fit(audio, quiet[:1] + [short])
+    expected = (24 * db(quiet[0]).mean(1) + 10 * db(short).mean(1)) / 34
+    torch.testing.assert_close(mixed.mean.double(), expected, rtol=0, atol=1e-4)
+
+
+def test_mel_statistics_cache_that_cannot_be_written_costs_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import logging
+    import os
+
+    audio, MelModality, _ = _fit_setup()
+    waves = list(_waves(2, audio.length, seed=3))
+    expected = MelModality.fit(audio, waves)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the cache folder should be\n")
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for cache_dir, replace in ((blocker / "cache", os.replace), (tmp_path / "full", full)):
+        caplog.clear()
+        with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="multigan"):
+            m.setattr(os, "replace", replace)
+            adapter = MelModality.fit(audio, waves, cache_dir=cache_dir, cache_key="two clips")
+        assert torch.equal(adapter.mean, expected.mean) and torch.equal(adapter.std, expected.std)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "cannot write the mel statistics cache" in warnings[0], warnings
+    assert not list((tmp_path / "full").rglob("*.*"))  # no temporary file left behind
+
+    # A cache that can be written is read back: the second fit analyses nothing.
+    MelModality.fit(audio, waves, cache_dir=tmp_path / "ok", cache_key="two clips")
+    assert len(list((tmp_path / "ok" / "mel-stats").glob("*.json"))) == 1
+    monkeypatch.setattr(MelModality, "analyze", lambda self, wave: pytest.fail("the cache was not used"))
+    again = MelModality.fit(audio, waves, cache_dir=tmp_path / "ok", cache_key="two clips")
+    assert torch.equal(again.mean, expected.mean) and torch.equal(again.std, expected.std)

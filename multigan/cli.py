@@ -119,8 +119,6 @@ def cmd_train(args) -> int:
     world = distributed.setup(cfg.train.device, backend=args.dist_backend,
                               timeout_s=float(os.environ.get("MULTIGAN_DIST_TIMEOUT", "300")))
     try:
-        if world.is_main:
-            _writable_dir(out)
         last = train_run(cfg, out, resume=resume, progress=not args.no_progress)
     finally:
         distributed.shutdown()

@@ -76,7 +76,8 @@ class AudioConfig:
         _check(self.gl_iter >= 0 and 0 <= self.gl_momentum < 2, "data.audio.gl_iter must be >= 0 and gl_momentum in [0, 2)")
         _check(self.gl_init in GL_INITS, f"data.audio.gl_init must be one of {GL_INITS}, got {self.gl_init!r}")
         _check(1 <= self.min_source_rate <= self.max_source_rate,
-               f"need 1 <= min_source_rate <= max_source_rate, got {self.min_source_rate} and {self.max_source_rate}")
+               f"need 1 <= data.audio.min_source_rate <= data.audio.max_source_rate, "
+               f"got {self.min_source_rate} and {self.max_source_rate}")
         _check(self.max_seconds > 0, f"data.audio.max_seconds must be > 0, got {self.max_seconds}")
         _check(self.min_frames >= 1, f"data.audio.min_frames must be >= 1, got {self.min_frames}")
 
@@ -208,16 +209,16 @@ class TrainConfig:
     # `nan_retries` such restarts.
     nan_lr_factor: float = 0.5
     nan_retries: int = 3
-    # Finite but diverged: a loss or the norm of a weight tensor above these is treated like a NaN.
+    # Finite but diverged: a loss or a weight (absolute value) above these is treated like a NaN.
     max_loss: float = 1e5
-    max_weight_norm: float = 1e5
+    max_weight: float = 1e4
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "n_critic", "log_every", "preview_every", "checkpoint_every", "keep_checkpoints", "n_preview"):
             _check(int(getattr(self, name)) >= 1, f"train.{name} must be >= 1, got {getattr(self, name)}")
         _check(0.0 < self.nan_lr_factor <= 1.0, f"train.nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         _check(self.nan_retries >= 0, f"train.nan_retries must be >= 0, got {self.nan_retries}")
-        _check(self.max_loss > 0 and self.max_weight_norm > 0, "train.max_loss and train.max_weight_norm must be > 0")
+        _check(self.max_loss > 0 and self.max_weight > 0, "train.max_loss and train.max_weight must be > 0")
         _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.ema_rampup >= 0, f"train.ema_rampup must be >= 0, got {self.ema_rampup}")
         _check(self.device in DEVICES, f"train.device must be one of {DEVICES}, got {self.device!r}")

@@ -50,26 +50,34 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     statistics it trained with), whatever data it is pointed at now.
     """
     from multigan.engine.checkpoint import load_checkpoint
-    from multigan.engine.trainer import train
+    from multigan.engine.maintenance import RunFolder
+    from multigan.engine.trainer import refuse_existing, train
 
     world = distributed.current()
-    dataset, modality = load_data(cfg.data, progress=progress and world.is_main)
-    if resume is not None:
-        saved = load_checkpoint(resume)["modality"]
-        if saved["name"] == modality.name:
-            modality = modality_from_state(saved["name"], saved["state"])
-    cfg = resolve(cfg, dataset)
-    check_net_size(cfg.model, modality.shape)  # before the evaluator computes its reference features
-    evaluate = None
-    if cfg.eval.every and world.is_main:  # evaluation runs on rank 0 while the others wait
-        evaluate = make_evaluator(cfg.eval, modality, dataset, device=distributed.pick_device(cfg.train.device, world))
-    if cfg.model.n_classes:
-        from multigan.data.tensors import Labelled
+    # The folder first: another run in it, or checkpoints without --resume, are refused before the data loads.
+    folder = RunFolder(out_dir, writer=world.is_main)
+    folder.acquire()
+    try:
+        refuse_existing(folder, resume)
+        dataset, modality = load_data(cfg.data, progress=progress and world.is_main)
+        if resume is not None:
+            saved = load_checkpoint(resume)["modality"]
+            if saved["name"] == modality.name:
+                modality = modality_from_state(saved["name"], saved["state"])
+        cfg = resolve(cfg, dataset)
+        check_net_size(cfg.model, modality.shape)  # before the evaluator computes its reference features
+        evaluate = None
+        if cfg.eval.every and world.is_main:  # evaluation runs on rank 0 while the others wait
+            evaluate = make_evaluator(cfg.eval, modality, dataset, device=distributed.pick_device(cfg.train.device, world))
+        if cfg.model.n_classes:
+            from multigan.data.tensors import Labelled
 
-        dataset = Labelled(dataset, cfg.model.n_classes)
-    torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
-    G, D = build_nets(cfg.model, modality.shape)
-    return train(cfg, modality, G, D, dataset, out_dir, resume=resume, progress=progress, evaluate=evaluate)
+            dataset = Labelled(dataset, cfg.model.n_classes)
+        torch.manual_seed(cfg.train.seed)  # the initial weights follow the seed too
+        G, D = build_nets(cfg.model, modality.shape)
+        return train(cfg, modality, G, D, dataset, folder, resume=resume, progress=progress, evaluate=evaluate)
+    finally:
+        folder.close(remove_if_unused=True)  # a failed start leaves no empty folder behind
 
 
 def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str | torch.device = "cpu", seed: int = 0):

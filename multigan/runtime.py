@@ -4,7 +4,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
+import time
+from collections.abc import Callable, MutableMapping
 
 
 @functools.cache
@@ -25,3 +28,93 @@ def keep_freed_memory() -> bool:
         return libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1
     except (OSError, AttributeError):  # not glibc, or no mallopt
         return False
+
+
+# CPU threads beside other busy processes ------------------------------------
+def threads_beside(max_threads: int, others_busy: float) -> int:
+    """Torch threads to use when other processes keep `others_busy` of our cores busy (in cores).
+
+    One thread per core that the others leave free, rounded to the nearest
+    core, never fewer than 1 or more than `max_threads`. An OpenMP team is
+    only as fast as its slowest thread: a thread that shares its core with a
+    busy process holds every other thread at each barrier, so on 2 cores one
+    busy process made 2 threads 3x slower, where 1 thread was only 1.6x
+    slower than 2 on a quiet machine (bench/cpu_contention.py).
+    """
+    return max(1, min(max_threads, max_threads - int(others_busy + 0.5)))
+
+
+def _cpus() -> set[int]:
+    """The CPUs this process may run on."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+def busy_seconds(cpus: set[int]) -> float | None:
+    """CPU seconds that `cpus` have spent busy since boot, summed over them (Linux /proc/stat; None elsewhere)."""
+    total = 0
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu"):
+                    break  # the cpu lines come first
+                name, *fields = line.split()
+                if name != "cpu" and int(name[3:]) in cpus:
+                    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+                    total += user + nice + system + irq + softirq + steal
+    except (OSError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuThreads:
+    """Keeps torch's CPU thread count at the cores that other processes leave free.
+
+    Every `every_s` seconds of wall time, `after_step()` reads how busy our
+    cores were (/proc/stat) beyond this process's own CPU time and sets
+    `torch.set_num_threads(threads_beside(max_threads, others))`. Reading costs
+    microseconds and no step runs on a worse setting to find out; a busy
+    process that comes or goes is followed within a window. A no-op where
+    /proc/stat is missing or `max_threads` is 1 (e.g. under torchrun, which
+    sets OMP_NUM_THREADS=1). DataLoader workers and other ranks count as
+    other processes: they compete for the same cores.
+    """
+
+    def __init__(self, max_threads: int, set_threads: Callable[[int], None], cpus: set[int], every_s: float = 2.0,
+                 busy: Callable[[set[int]], float | None] = busy_seconds,
+                 clock: Callable[[], float] = time.perf_counter, own: Callable[[], float] = time.process_time):
+        self.max_threads, self.threads, self.cpus, self.every_s = max_threads, max_threads, cpus, every_s
+        self._busy, self._clock, self._own = busy, clock, own
+        self._set = set_threads
+        self.history: list[tuple[float, float, int]] = []  # (time, others in cores, threads) per window
+        self._start()
+
+    def _start(self) -> None:
+        self._t0, self._busy0, self._own0 = self._clock(), self._busy(self.cpus), self._own()
+        self.active = self.max_threads > 1 and self._busy0 is not None
+
+    def after_step(self) -> None:
+        """Call once per training step; cheap except once per window."""
+        if not self.active or (now := self._clock()) - self._t0 < self.every_s:
+            return
+        busy, own = self._busy(self.cpus), self._own()
+        others = max(0.0, (busy - self._busy0) - (own - self._own0)) / (now - self._t0)
+        threads = threads_beside(self.max_threads, others)
+        if threads != self.threads:
+            self._set(threads)
+            self.threads = threads
+        self.history.append((now, others, threads))
+        self._t0, self._busy0, self._own0 = now, busy, own
+
+
+def configure_cpu_threads(every_s: float = 2.0) -> CpuThreads:
+    """Start fitting torch's CPU threads to the free cores; call `.after_step()` after every training step.
+
+    The most threads it uses is torch's count now (OMP_NUM_THREADS, or one per
+    physical core), so a user's explicit setting stays the ceiling.
+    """
+    import torch
+
+    return CpuThreads(torch.get_num_threads(), torch.set_num_threads, _cpus(), every_s)

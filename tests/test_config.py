@@ -20,7 +20,7 @@ def _custom() -> RunConfig:
         optim=OptimConfig(name="rmsprop", lr_g=1e-4, lr_d=4e-4, betas=(0.0, 0.9), momentum=0.1, weight_decay=1e-5),
         train=TrainConfig(steps=123, batch_size=7, n_critic=5, ema_decay=0.0, ema_rampup=0, seed=-3, device="cpu",
                           precision="bf16", compile=True, channels_last=True, log_every=2, preview_every=3, checkpoint_every=4, keep_checkpoints=1, n_preview=9,
-                          nan_lr_factor=0.25, nan_retries=0, max_loss=1e3, max_weight_norm=1e4),
+                          nan_lr_factor=0.25, nan_retries=0, max_loss=1e3, max_weight=1e4),
         eval=EvalConfig(every=50, n=500, features="/nets/digits.pt", batch_size=100),
     )
 

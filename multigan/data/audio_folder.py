@@ -18,7 +18,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from multigan.audio import io as audio_io
 from multigan.config import AudioConfig
-from multigan.data.cache import default_cache_dir, write_atomic
+from multigan.data.cache import default_cache_dir, write_cache_file
 from multigan.data.files import class_indices, find_files, subfolder_names
 from multigan.errors import ConfigError, DataError
 
@@ -309,8 +309,8 @@ class _ClipCache:
 
     def put(self, key: str, wave: np.ndarray) -> None:
         if self.writable:  # after one failure (read-only or full disk), go on without caching: one warning
-            self.writable = write_atomic(self.folder / f"{key}.npy", lambda f: np.save(f, wave, allow_pickle=False),
-                                         "the clip cache")
+            self.writable = write_cache_file(self.folder / f"{key}.npy",
+                                             lambda f: np.save(f, wave, allow_pickle=False), "the clip cache")
 
 
 def _labels(

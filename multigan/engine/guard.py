@@ -2,7 +2,7 @@
 
 Bad means a non-finite loss since the last check, non-finite weights, or
 values far past anything a working run reaches: a loss above `max_loss` or a
-weight tensor with a norm above `max_weight_norm` (Adam at a huge learning
+weight above `max_weight` in absolute value (Adam at a huge learning
 rate sends G's loss to 1e11 and weights to 1e24 while everything stays
 finite). The check costs one device-to-host read; under torchrun every rank
 takes the same decision.
@@ -10,6 +10,7 @@ takes the same decision.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,16 +23,16 @@ from multigan.errors import TrainingDiverged
 
 log = logging.getLogger("multigan")
 
-_REASONS = ("non-finite losses", "non-finite weights", "losses beyond train.max_loss", "weights beyond train.max_weight_norm")
+_REASONS = ("non-finite losses", "non-finite weights", "losses beyond train.max_loss", "weights beyond train.max_weight")
 
 
 class DivergenceGuard:
     """Watches the losses of every step; `check()` says what went wrong, `recover()` goes back."""
 
-    def __init__(self, *, retries: int, lr_factor: float, max_loss: float, max_weight_norm: float,
+    def __init__(self, *, retries: int, lr_factor: float, max_loss: float, max_weight: float,
                  world: World = World()):
         self.retries, self.lr_factor = retries, lr_factor
-        self.max_loss, self.max_weight_norm = max_loss, max_weight_norm
+        self.max_loss, self.max_weight = max_loss, max_weight
         self.world = world
         self.failures = 0
         self.good: dict[str, Any] | None = None  # the last state known to be good, on the CPU
@@ -46,13 +47,14 @@ class DivergenceGuard:
         params = [p.detach() for m in nets for p in m.parameters()]
         device = params[0].device if params else torch.device("cpu")
         losses = torch.stack(self._totals).float() if self._totals else torch.zeros(1, device=device)
-        norms = torch.stack(torch._foreach_norm(params)).float() if params else torch.zeros(1, device=device)
+        # The largest |weight| of each tensor: unlike a 2-norm it cannot overflow on finite weights.
+        norms = torch.stack(torch._foreach_norm(params, math.inf)).float() if params else torch.zeros(1, device=device)
         finite_losses, finite_norms = losses.isfinite().all(), norms.isfinite().all()
         flags = torch.stack([
             ~finite_losses,
             ~finite_norms,
             finite_losses & (losses.abs().max() > self.max_loss),
-            finite_norms & (norms.max() > self.max_weight_norm),
+            finite_norms & (norms.max() > self.max_weight),
         ]).to(torch.int32)
         self._totals.clear()
         if self.world.size > 1:

@@ -71,29 +71,44 @@ class RunFolder:
         self.checkpoints, self.previews = self.root / "checkpoints", self.root / "previews"
         self._lock_file = None
         self._log_file = None
+        self._created = False
         self.last_checkpoint: Path | None = None
 
     # Lifetime ------------------------------------------------------------
-    def open(self, resume_step: int | None) -> None:
-        """Take the folder for this run: lock it, clear what a killed run left, and drop log lines past a resume."""
-        if not self.writer:
+    def acquire(self) -> None:
+        """Take the folder for this process (an exclusive lock) and clear what a killed run left.
+
+        Done before the data loads, so a refusal costs nothing.
+        """
+        if not self.writer or self._lock_file is not None:
             return
-        for folder in (self.root, self.checkpoints, self.previews):
-            folder.mkdir(parents=True, exist_ok=True)
+        self._created = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
         self._lock()
         for folder in (self.root, self.checkpoints):
             for stale in remove_stale_temps(folder):
                 log.info("removed %s, left by an interrupted write", stale)
-        if resume_step is not None:
-            for name in ("log.jsonl", "metrics.jsonl"):
-                self._truncate_after(self.root / name, resume_step)
+
+    def start(self, resume_step: int | None) -> None:
+        """Open the run's records: drop log lines past a resumed step (and lines a kill tore)."""
+        self.acquire()
+        if not self.writer:
+            return
+        for folder in (self.checkpoints, self.previews):
+            folder.mkdir(parents=True, exist_ok=True)
+        for name in ("log.jsonl", "metrics.jsonl"):
+            self._truncate_after(self.root / name, math.inf if resume_step is None else resume_step)
         self._log_file = open(self.root / "log.jsonl", "a")
 
-    def close(self) -> None:
+    def close(self, remove_if_unused: bool = False) -> None:
+        """Release the folder; `remove_if_unused` deletes it again if this process made it and wrote nothing."""
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         if self._lock_file is not None:
+            if remove_if_unused and self._created and {p.name for p in self.root.iterdir()} <= {".lock"}:
+                (self.root / ".lock").unlink(missing_ok=True)
+                self.root.rmdir()
             self._lock_file.close()  # the OS releases the lock with the file
             self._lock_file = None
 
@@ -119,8 +134,9 @@ class RunFolder:
         self._lock_file = f
 
     @staticmethod
-    def _truncate_after(path: Path, step: int) -> None:
-        """Drop the records past `step` (written after the checkpoint a resume starts from): one line per step."""
+    def _truncate_after(path: Path, step: float) -> None:
+        """Drop the records past `step` (written after the checkpoint a resume starts from, so every
+        reader sees one line per step) and any line a kill tore."""
         if not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
@@ -177,10 +193,11 @@ class RunFolder:
 
 
 def _record_step(line: str) -> float:
+    """The step of a JSONL record; +inf for a line that is not one (torn by a kill), so it is dropped."""
     try:
-        return float(json.loads(line).get("step", -math.inf))
-    except (ValueError, AttributeError):
-        return -math.inf  # a torn last line: keep it out of the way, not fatal
+        return float(json.loads(line)["step"]) if line.endswith("\n") else math.inf
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 class LogWindow:

@@ -81,7 +81,7 @@ def train(
     G: nn.Module,
     D: nn.Module,
     dataset: torch.utils.data.Dataset,
-    run_dir: str | Path,
+    run_dir: str | Path | RunFolder,
     *,
     resume: str | Path | None = None,
     progress: bool = True,
@@ -130,18 +130,18 @@ def train(
         torch.Generator(device=device).manual_seed(tc.seed), G_ema=G_ema,
     )
 
-    folder = RunFolder(run_dir, writer=world.is_main)
-    if resume is None and ckpt.list_checkpoints(folder.checkpoints):
-        raise ConfigError(f"{folder.root} already holds checkpoints: continue them with --resume, or train into another folder")
-    if resume is not None:
-        saved = ckpt.load_checkpoint(resume, map_location=device)
-        if RunConfig.from_json(saved["config"]).model != cfg.model or tuple(saved["modality"]["shape"]) != tuple(modality.shape):
-            raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
-        state.load_state_dict(saved)
-        del saved
-        log.info("resumed from %s at step %d", resume, state.step)
-    folder.open(resume_step=state.step if resume is not None else None)
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir, writer=world.is_main)
     try:
+        folder.acquire()
+        refuse_existing(folder, resume)
+        if resume is not None:
+            saved = ckpt.load_checkpoint(resume, map_location=device)
+            if RunConfig.from_json(saved["config"]).model != cfg.model or tuple(saved["modality"]["shape"]) != tuple(modality.shape):
+                raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
+            state.load_state_dict(saved)
+            del saved
+            log.info("resumed from %s at step %d", resume, state.step)
+        folder.start(resume_step=state.step if resume is not None else None)
         folder.write_config(cfg.to_json())
         if world.is_main:
             log.info("settings:\n%s", cfg.to_json())
@@ -151,7 +151,13 @@ def train(
         folder.last_checkpoint = ckpt.latest_checkpoint(folder.checkpoints) if resume is not None and world.is_main else None
         return _loop(cfg, modality, state, dataset, folder, world, device, precision, progress, evaluate)
     finally:
-        folder.close()
+        folder.close(remove_if_unused=True)
+
+
+def refuse_existing(folder: RunFolder, resume: str | Path | None) -> None:
+    """A fresh run never trains into a folder that holds another run's checkpoints."""
+    if resume is None and ckpt.list_checkpoints(folder.checkpoints):
+        raise ConfigError(f"{folder.root} already holds checkpoints: continue them with --resume, or train into another folder")
 
 
 def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, folder: RunFolder, world: World,
@@ -178,7 +184,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     schedule = Schedule(tc.steps, tc.log_every, tc.preview_every, tc.checkpoint_every,
                         cfg.eval.every if evaluate is not None else 0)
     guard = DivergenceGuard(retries=tc.nan_retries, lr_factor=tc.nan_lr_factor, max_loss=tc.max_loss,
-                            max_weight_norm=tc.max_weight_norm, world=world)
+                            max_weight=tc.max_weight, world=world)
     guard.remember(state)
     window = LogWindow()
     fixed_z = torch.randn(tc.n_preview, state.G.z_dim, generator=torch.Generator().manual_seed(tc.seed + 1)).to(device)

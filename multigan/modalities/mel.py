@@ -26,7 +26,7 @@ from multigan.audio.io import write_wav
 from multigan.audio.spectral import log_mel
 from multigan.audio.vocoder import mel_db_to_wave
 from multigan.config import AudioConfig
-from multigan.data.cache import write_atomic
+from multigan.data.cache import write_cache_file
 from multigan.errors import DataError
 from multigan.modalities.image import save_grid, save_png
 
@@ -173,7 +173,7 @@ class MelModality:
         std = (total_sq / count - mean**2).clamp_min(0).sqrt()
         if path is not None:
             text = json.dumps({"mean": mean.tolist(), "std": std.tolist()})
-            write_atomic(path, lambda f: f.write(text.encode()), "the mel statistics cache")
+            write_cache_file(path, lambda f: f.write(text.encode()), "the mel statistics cache")
         return cls(audio, mean.float(), std.float())
 
 

@@ -104,10 +104,10 @@ def reference_set(extractor: FeatureExtractor, dataset, *, cache_dir: str | os.P
             pass
     ref = FeatureSet.join([extractor.embed(x, batch_size) for x in inputs])
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"features": ref.features, "probs": ref.probs}, tmp)
-        os.replace(tmp, path)
+        from multigan.data.cache import write_cache_file
+
+        write_cache_file(path, lambda f: torch.save({"features": ref.features, "probs": ref.probs}, f),
+                         "the evaluation reference cache")
     return ref
 
 

@@ -11,7 +11,7 @@ VOICE_ROOT ?=
 # depends on change, or the venv is new.
 STAMP := $(VENV)/.multigan-installed
 
-.PHONY: install demo espeak test bench clean
+.PHONY: install demo espeak test test-gpu bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ espeak:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng; fi; }
 
 test: install espeak
+	$(VENV)/bin/python -m pytest -q -m "not cuda"
+
+# On a machine with a GPU: the whole suite, the CUDA tests included.
+test-gpu: install espeak
 	$(VENV)/bin/python -m pytest -q
 
 bench: install

@@ -15,6 +15,7 @@ shared by the D and G steps.
 Prints figures only; it asserts nothing about time.
 
     PYTHONPATH=. python bench/engine_throughput.py --steps 200 --rounds 3
+    PYTHONPATH=. python bench/engine_throughput.py --device cuda --batch-size 64 --variants fp32,bf16,bf16+compile
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import gc
+import json
 import os
 import statistics
 import sys
@@ -86,20 +88,25 @@ def bare_loop(G: nn.Module, D: nn.Module, images: Tensor, steps: int, batch_size
         opt_G.step()
 
 
-def engine_config(steps: int, batch_size: int, device: str) -> RunConfig:
+def engine_config(steps: int, batch_size: int, device: str, variant: str = "fp32") -> RunConfig:
     """The mnist-quick settings, unconditional like the bare loop, with periodic previews and checkpoints
-    past the end of the run."""
+    past the end of the run. `variant`: a precision, optionally with "+compile" (e.g. "bf16+compile")."""
+    precision, _, compiled = variant.partition("+")
     cfg = mnist_quick().override("model.n_classes", 0)
     return dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, steps=steps, batch_size=batch_size, device=device,
-        preview_every=NEVER, checkpoint_every=NEVER,  # log_every stays at the preset's value
+        cfg.train, steps=steps, batch_size=batch_size, device=device, precision=precision,
+        compile=compiled == "compile", preview_every=NEVER, checkpoint_every=NEVER,  # log_every stays at the preset's
     ))
 
 
-def engine_run(cfg: RunConfig, dataset) -> None:
+def engine_run(cfg: RunConfig, dataset, steady: list[float] | None = None) -> None:
+    """One train() call; appends the steady img/s of its log (windows after the first two) to `steady`."""
     G, D = fresh_nets(cfg.model, cfg.train.seed)
     with tempfile.TemporaryDirectory(prefix="multigan-bench-") as run_dir:
         train(cfg, ImageModality(*SHAPE), G, D, dataset, run_dir, progress=False)
+        if steady is not None:
+            rates = [json.loads(line)["img_per_s"] for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
+            steady.append(statistics.median(rates[2:-1] or rates))
 
 
 # Measuring ----------------------------------------------------------------
@@ -257,6 +264,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds of (bare run, engine run); figures are medians over rounds")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps each loop runs before every timed run")
     p.add_argument("--device", choices=DEVICES, default="auto", help="training device")
+    p.add_argument("--variants", default=None,
+                   help="engine variants to run beside the bare fp32 loop, comma-separated: a precision (fp32, bf16, "
+                        "fp16), optionally +compile (default: fp32 on a CPU; fp32,bf16,bf16+compile on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch.set_num_threads (None keeps torch's choice)")
     p.add_argument("--max-other-load", type=float, default=0.10,
                    help="repeat a round (at most --rounds extra times) when other processes used more than this share "
@@ -296,7 +306,6 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_digits()
     images = dataset.images.to(device)  # the bare loop indexes the digits where it trains
     cfg = engine_config(args.steps, args.batch_size, device.type)
-    warm_cfg = engine_config(args.warmup, args.batch_size, device.type)
     seed = cfg.train.seed
 
     def bare() -> None:
@@ -305,10 +314,14 @@ def main(argv: list[str] | None = None) -> None:
     def bare_warmup() -> None:
         bare_loop(*fresh_nets(cfg.model, seed), images, args.warmup, args.batch_size, seed)
 
-    loops = {
-        "bare": (bare_warmup, bare),
-        "engine": (lambda: engine_run(warm_cfg, dataset), lambda: engine_run(cfg, dataset)),
-    }
+    variants = (args.variants or ("fp32,bf16,bf16+compile" if device.type == "cuda" else "fp32")).split(",")
+    steady: dict[str, list[float]] = {}
+    loops = {"bare": (bare_warmup, bare)}
+    for v in variants:
+        name = "engine" if v == "fp32" else f"engine-{v}"
+        vcfg, vwarm = (engine_config(n, args.batch_size, device.type, v) for n in (args.steps, args.warmup))
+        steady[name] = []
+        loops[name] = (lambda c=vwarm: engine_run(c, dataset), lambda c=vcfg, out=steady[name]: engine_run(c, dataset, out))
 
     n_img = args.steps * args.batch_size
     print(f"DCGAN ({cfg.name} nets: z {cfg.model.z_dim}, widths G {cfg.model.g_width} D {cfg.model.d_width}) "
@@ -321,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     print("other load: share of the machine's CPU capacity that other processes used during the run")
     print(f"faults/step: minor page faults per step; malloc {'keeps freed memory, as train() sets it' if pinned else 'at its defaults (no glibc)'}")
     print()
-    print(f"{'round':>5}  {'loop':<6}  {'seconds':>8}  {'img/s':>7}  {'ms/step':>7}  {'peak MiB':>8}  {'other load':>10}  "
+    print(f"{'round':>5}  {'loop':<20}  {'seconds':>8}  {'img/s':>7}  {'ms/step':>7}  {'peak MiB':>8}  {'other load':>10}  "
           f"{'faults/step':>11}  {'engine/bare':>11}")
 
     # One round = one bare run then one engine run. A round in which other
@@ -338,10 +351,10 @@ def main(argv: list[str] | None = None) -> None:
             warmup()
             result[name] = m = measure(timed, device)
             is_noisy = is_noisy or (m.others or 0.0) > args.max_other_load
-            ratio = f"{result['bare'].seconds / m.seconds:.3f}{' *' if is_noisy else '  '}" if name == "engine" else ""
+            ratio = f"{result['bare'].seconds / m.seconds:.3f}{' *' if is_noisy else '  '}" if name != "bare" else ""
             others = "n/a" if m.others is None else f"{100 * m.others:.0f}%"
             faults = "n/a" if m.faults is None else f"{m.faults / args.steps:.0f}"
-            print(f"{attempt:>5}  {name:<6}  {m.seconds:>8.2f}  {n_img / m.seconds:>7.0f}  {1e3 * m.seconds / args.steps:>7.1f}  "
+            print(f"{attempt:>5}  {name:<20}  {m.seconds:>8.2f}  {n_img / m.seconds:>7.0f}  {1e3 * m.seconds / args.steps:>7.1f}  "
                   f"{_mib(m.peak):>8}  {others:>10}  {faults:>11}  {ratio:>11}", flush=True)
         (noisy if is_noisy else clean).append(result)
 
@@ -350,14 +363,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"* other processes took more than {100 * args.max_other_load:.0f}% of the CPU: round left out of the medians")
     used = clean or noisy
     print(f"median over {len(used)} {'clean' if clean else 'NOISY'} round(s)")
+    bare_rate = statistics.median([n_img / r["bare"].seconds for r in used])
     for name in loops:
         rate = statistics.median([n_img / r[name].seconds for r in used])
         peaks = [r[name].peak for r in used if r[name].peak is not None]
         peak = statistics.median(peaks) if peaks else None
-        print(f"  {name:<6}  {rate:>7.0f} img/s  {1e3 * args.batch_size / rate:>6.1f} ms/step  peak {_mib(peak)} MiB")
-    ratio = statistics.median([n_img / r["engine"].seconds for r in used]) / statistics.median([n_img / r["bare"].seconds for r in used])
-    per_round = statistics.median([r["bare"].seconds / r["engine"].seconds for r in used])
-    print(f"  engine/bare  {ratio:.3f} (median of per-round ratios {per_round:.3f}; target >= 0.97)")
+        line = f"  {name:<20}  {rate:>7.0f} img/s  {1e3 * args.batch_size / rate:>6.1f} ms/step  peak {_mib(peak)} MiB"
+        if name != "bare":
+            # Steady: the engine's own img/s over its log windows, past warm-up (and compilation).
+            line += f"  x{rate / bare_rate:.3f} of bare; steady {statistics.median(steady[name]):.0f} img/s, " \
+                    f"x{statistics.median(steady[name]) / bare_rate:.3f}"
+        print(line)
+    if "engine" in loops:
+        per_round = statistics.median([r["bare"].seconds / r["engine"].seconds for r in used])
+        print(f"  engine/bare (fp32, whole runs)  {per_round:.3f} (median of per-round ratios; target >= 0.97)")
     if not clean:
         print("note: every round ran beside other work on this machine; re-run when it is quiet")
 

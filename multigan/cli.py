@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -96,9 +97,15 @@ def _set_items(items: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
+def run_folder_name(name: str) -> str:
+    """A run's name as one folder name under runs/: never a path (`../x`, `/abs`), never hidden or empty."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return safe or "run"
+
+
 def cmd_train(args) -> int:
     cfg = _base_config(args.target)
-    out = Path(args.out or Path("runs") / cfg.name)
+    out = Path(args.out or Path("runs") / run_folder_name(cfg.name))
     resume = None
     if args.resume is not None:
         from multigan.config import RunConfig

@@ -31,17 +31,17 @@ def keep_freed_memory() -> bool:
 
 
 # CPU threads beside other busy processes ------------------------------------
-def threads_beside(max_threads: int, others_busy: float) -> int:
-    """Torch threads to use when other processes keep `others_busy` of our cores busy (in cores).
+def threads_beside(max_threads: int, cores: int, others_busy: float) -> int:
+    """Torch threads to use on `cores` CPUs of which other processes keep `others_busy` busy (in cores).
 
-    One thread per core that the others leave free, rounded to the nearest
-    core, never fewer than 1 or more than `max_threads`. An OpenMP team is
-    only as fast as its slowest thread: a thread that shares its core with a
-    busy process holds every other thread at each barrier, so on 2 cores one
-    busy process made 2 threads 3x slower, where 1 thread was only 1.6x
-    slower than 2 on a quiet machine (bench/cpu_contention.py).
+    One thread per core the others leave free (rounded half up), at least 1
+    and at most `max_threads`. An OpenMP team is only as fast as its slowest
+    thread: a thread that shares its core with a busy process holds the
+    others at every barrier, so on 2 cores one busy process made torch's 2
+    threads about 3x slower, where 1 thread was only 1.6x slower than 2 on a
+    quiet machine (bench/cpu_contention.py).
     """
-    return max(1, min(max_threads, max_threads - int(others_busy + 0.5)))
+    return max(1, min(max_threads, int(cores - others_busy + 0.5)))
 
 
 def _cpus() -> set[int]:
@@ -74,7 +74,7 @@ class CpuThreads:
 
     Every `every_s` seconds of wall time, `after_step()` reads how busy our
     cores were (/proc/stat) beyond this process's own CPU time and sets
-    `torch.set_num_threads(threads_beside(max_threads, others))`. Reading costs
+    `torch.set_num_threads(threads_beside(max_threads, len(cpus), others))`. Reading costs
     microseconds and no step runs on a worse setting to find out; a busy
     process that comes or goes is followed within a window. A no-op where
     /proc/stat is missing or `max_threads` is 1 (e.g. under torchrun, which
@@ -101,7 +101,7 @@ class CpuThreads:
             return
         busy, own = self._busy(self.cpus), self._own()
         others = max(0.0, (busy - self._busy0) - (own - self._own0)) / (now - self._t0)
-        threads = threads_beside(self.max_threads, others)
+        threads = threads_beside(self.max_threads, len(self.cpus), others)
         if threads != self.threads:
             self._set(threads)
             self.threads = threads

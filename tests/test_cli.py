@@ -269,3 +269,16 @@ def test_vocode_keeps_clips_with_the_same_stem_apart(tmp_path):
         peak = np.fft.rfftfreq(len(wave), 1 / rate)[np.abs(np.fft.rfft(wave)).argmax()]
         assert abs(peak - freq) < 20, (name, peak)
         assert name in result.stdout
+
+
+@pytest.mark.parametrize("name, folder", [("../../x", "x"), ("/etc/cron.d", "etc-cron.d"), ("..", "run"), ("", "run"),
+                                          ("mnist quick", "mnist-quick"), (".hidden", "hidden"), ("ok-1.2_a", "ok-1.2_a")])
+def test_a_run_name_from_settings_stays_under_runs(name, folder, tmp_path, capsys):
+    from multigan.cli import main, run_folder_name
+    from multigan.config import RunConfig
+
+    assert run_folder_name(name) == folder
+    settings = tmp_path / "s.json"
+    settings.write_text(RunConfig(name=name).to_json())
+    assert main(["train", str(settings), "--dry-run"]) == 0
+    assert f"# output folder: {Path('runs') / folder}" in capsys.readouterr().err

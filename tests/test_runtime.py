@@ -8,19 +8,21 @@ import pytest
 from multigan.runtime import CpuThreads, busy_seconds, threads_beside
 
 
-@pytest.mark.parametrize("max_threads, others, expected", [
-    (2, 0.0, 2),   # quiet: every core
-    (2, 0.3, 2),   # a light background load is not worth a core
-    (2, 0.67, 1),  # one busy process beside 2 spinning threads gets about 2/3 of a core
-    (2, 1.0, 1),
-    (2, 3.0, 1),   # never fewer than one thread
-    (8, 1.0, 7),
-    (8, 2.6, 5),
-    (1, 0.9, 1),
-    (4, 0.0, 4),
+@pytest.mark.parametrize("max_threads, cores, others, expected", [
+    (2, 2, 0.0, 2),   # quiet: every core
+    (2, 2, 0.3, 2),   # a light background load is not worth a core
+    (2, 2, 0.67, 1),  # one busy process beside 2 spinning threads gets about 2/3 of a core
+    (2, 2, 1.0, 1),
+    (2, 2, 3.0, 1),   # never fewer than one thread
+    (8, 8, 1.0, 7),
+    (8, 8, 2.6, 5),
+    (8, 16, 1.0, 8),  # one thread per physical core: a busy logical CPU still leaves 8 free
+    (8, 16, 9.0, 7),
+    (4, 16, 6.0, 4),  # OMP_NUM_THREADS=4 stays the ceiling
+    (1, 2, 0.9, 1),
 ])
-def test_threads_beside_other_load(max_threads, others, expected):
-    assert threads_beside(max_threads, others) == expected
+def test_threads_beside_other_load(max_threads, cores, others, expected):
+    assert threads_beside(max_threads, cores, others) == expected
 
 
 class FakeMachine:
@@ -45,7 +47,7 @@ def _policy(machine: FakeMachine, max_threads: int = 2, busy=None) -> tuple[CpuT
 def test_a_busy_process_takes_a_thread_and_gives_it_back():
     machine = FakeMachine()
     threads, calls = _policy(machine)
-    for _ in range(10):  # quiet: 2 s windows, no change
+    for _ in range(8):  # quiet: 2 s windows, no change
         machine.run(0.5, own_cores=2.0, other_cores=0.0)
         threads.after_step()
     assert calls == [] and threads.threads == 2

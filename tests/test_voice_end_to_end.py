@@ -122,7 +122,7 @@ def test_vocode_prints_the_vocoder_ceiling(clips, tmp_path):
     written = sorted((tmp_path / "v").glob("*.wav"))
     assert len(written) == 3
     for path in written:
-        original, sr = sf.read(clips / path.name, dtype="float32")
+        original, sr = sf.read(clips / path.name.removesuffix(".wav"), dtype="float32")  # IN/x.wav -> OUT/x.wav.wav
         _assert_clip(path, 8000, len(original))
 
 

@@ -33,17 +33,33 @@ class IndexStream(torch.utils.data.Sampler):
         self.local = self.batch_size // world_size
         self.offset = rank * self.local
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def permutation(self, epoch: int) -> Tensor:
+        """The order of the items in `epoch` (on the CPU)."""
+        # The seed wraps into torch's 64-bit range (any seed the settings accept works).
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63))
+
+    def positions(self) -> Iterator[tuple[int, int]]:
+        """(epoch, first index into its permutation) of this rank's slice of batch start, start + 1, ..."""
         k = self.start
-        epoch, perm = -1, None
         while True:
             e, pos = divmod(k, self.per_epoch)
-            if e != epoch:
-                # The seed wraps into torch's 64-bit range (any seed the settings accept works).
-                epoch, perm = e, torch.randperm(self.n, generator=torch.Generator().manual_seed((self.seed * 1_000_003 + e) % 2**63))
-            first = pos * self.batch_size + self.offset
-            yield perm[first:first + self.local].tolist()
+            yield e, pos * self.batch_size + self.offset
             k += 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, perm = -1, None
+        for e, first in self.positions():
+            if e != epoch:
+                epoch, perm = e, self.permutation(e)
+            yield perm[first:first + self.local].tolist()
+
+    def on(self, device: torch.device) -> Iterator[Tensor]:
+        """The same index batches as tensors on `device`: one copy per epoch, none per step."""
+        epoch, perm = -1, None
+        for e, first in self.positions():
+            if e != epoch:
+                epoch, perm = e, self.permutation(e).to(device)
+            yield perm[first:first + self.local]
 
 
 def _collate(items):
@@ -82,7 +98,7 @@ def batches(dataset, *, batch_size: int, seed: int, start: int, device: torch.de
         free, _ = torch.cuda.mem_get_info(device)
         if size < _ON_DEVICE_SHARE * free:
             on_device = dataset.to(device)
-            return (on_device.__getitems__(idx) for idx in stream)
+            return (on_device.__getitems__(idx) for idx in stream.on(device))
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=stream,

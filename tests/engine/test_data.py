@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from multigan.config import TrainConfig
 from multigan.engine.data import IndexStream
@@ -63,3 +64,10 @@ def test_ranks_split_each_global_batch_in_order():
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
     with pytest.raises(ConfigError, match="multiple of 3"):
         IndexStream(50, 8, seed=0, rank=0, world_size=3)
+
+
+def test_index_tensors_are_the_same_batches():
+    stream = IndexStream(50, 8, seed=4, start=3, rank=1, world_size=2)
+    as_lists = _take(stream, 12)
+    as_tensors = [t.tolist() for t, _ in zip(stream.on(torch.device("cpu")), range(12))]
+    assert as_tensors == as_lists

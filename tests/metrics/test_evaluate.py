@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from multigan import cli, run
+from multigan import cli
+from multigan.run import make_evaluator, train_run
 from multigan.config import AudioConfig, EvalConfig, NetConfig
 from multigan.data.audio_folder import ClipDataset, load_clip_folder
 from multigan.data.mnist import load_mnist
@@ -215,7 +216,7 @@ def test_evaluate_command_on_a_tiny_checkpoint(mnist_test, tmp_path, monkeypatch
                        "train.batch_size": 16, "train.device": "cpu", "model.g_width": 8, "model.d_width": 8}.items():
         cfg = cfg.override(key, value)
     run = tmp_path / "run"
-    ckpt = run.train_run(cfg, run, progress=False)
+    ckpt = train_run(cfg, run, progress=False)
 
     assert cli.main(["-q", "evaluate", str(ckpt), "--n", "200", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
@@ -252,4 +253,4 @@ def test_a_feature_network_for_another_modality_is_refused(mnist_test, tmp_path,
     dataset = ImageTensorDataset(mnist_test.images[:50])
     cfg = EvalConfig(n=10, features=str(ASSETS / "spoken-digit-classifier.pt"))
     with pytest.raises(ConfigError, match="spoken-digit-classifier"):
-        run.make_evaluator(cfg, ImageModality(1, 28, 28), dataset)
+        make_evaluator(cfg, ImageModality(1, 28, 28), dataset)

@@ -1,7 +1,7 @@
 """Kill/resume soak: `kill -9` a training at random moments, resume it each time, compare with a straight run.
 
 A straight run trains N steps in one go. The soaked run is started, killed
-with SIGKILL after a random delay, checked (every checkpoint in its folder
+with SIGKILL at a random moment once it trains, checked (every checkpoint in its folder
 must load) and resumed with `--resume`, again and again, until it reaches N
 steps. Its final weights, optimiser states and RNG states must be bitwise
 equal to the straight run's; its log must hold one line per logged step.
@@ -58,8 +58,9 @@ def equal(a, b) -> bool:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20, help="SIGKILLs to deliver (at least)")
-    p.add_argument("--steps", type=int, default=400, help="steps of the run (more kills extend it as needed)")
-    p.add_argument("--max-delay", type=float, default=4.0, help="a kill comes 0.5..this many seconds after a start")
+    p.add_argument("--steps", type=int, default=1200, help="steps of the run")
+    p.add_argument("--max-delay", type=float, default=1.0,
+                   help="a kill comes 0..this many seconds after the restarted run logs its first step")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -88,8 +89,15 @@ def main() -> int:
             proc = subprocess.Popen(train + ["--out", str(out)] + resume, env=env, stderr=subprocess.PIPE, text=True)
             restarts += 1
             if kills < args.kills:
+                # Kill while it trains: after its first new log line (startup takes seconds), at a random moment.
+                log = out / "log.jsonl"
+                seen = len(log.read_text().splitlines()) if log.exists() else 0
+                deadline = time.monotonic() + 120
+                while proc.poll() is None and time.monotonic() < deadline and \
+                        (len(log.read_text().splitlines()) if log.exists() else 0) <= seen:
+                    time.sleep(0.01)
                 try:
-                    proc.wait(timeout=rng.uniform(0.5, args.max_delay))
+                    proc.wait(timeout=rng.uniform(0.0, args.max_delay))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()

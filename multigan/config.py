@@ -73,7 +73,9 @@ class AudioConfig:
         _check(0 <= self.fmin < (self.fmax or nyquist) <= nyquist,
                f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax}")
         _check(self.clip_k > 0, f"data.audio.clip_k must be > 0, got {self.clip_k}")
-        _check(self.gl_iter >= 0 and 0 <= self.gl_momentum < 2, "data.audio.gl_iter must be >= 0 and gl_momentum in [0, 2)")
+        # Bounded: an untrusted checkpoint must not make `generate` run for ever.
+        _check(0 <= self.gl_iter <= 10_000 and 0 <= self.gl_momentum < 2,
+               f"data.audio.gl_iter must be in 0..10000 and gl_momentum in [0, 2), got {self.gl_iter} and {self.gl_momentum}")
         _check(self.gl_init in GL_INITS, f"data.audio.gl_init must be one of {GL_INITS}, got {self.gl_init!r}")
         _check(1 <= self.min_source_rate <= self.max_source_rate,
                f"need 1 <= data.audio.min_source_rate <= data.audio.max_source_rate, "
@@ -152,10 +154,14 @@ class LossConfig:
     # Lazy regularisation (StyleGAN2): the penalties run every `reg_every` steps in a
     # phase of their own, scaled by `reg_every`; 1 computes them in every D step.
     reg_every: int = 1
+    # Differentiable augmentation (DiffAugment): the probability that each of the adapter's
+    # augmentations touches each example D sees, real or generated; 0 turns it off.
+    augment: float = 0.0
 
     def __post_init__(self):
         _check(self.kind in LOSS_KINDS, f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
         _check(self.reg_every >= 1, f"loss.reg_every must be >= 1, got {self.reg_every}")
+        _check(0.0 <= self.augment <= 1.0, f"loss.augment must be a probability in [0, 1], got {self.augment}")
         unknown = set(self.weights) - set(LOSS_TERMS)
         _check(not unknown, f"loss.weights has unknown terms {sorted(unknown)}; known: {LOSS_TERMS}")
         _check(all(float(w) >= 0 for w in self.weights.values()), "loss.weights must be >= 0")

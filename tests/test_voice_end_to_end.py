@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from PIL import Image
 
 from multigan.restore import restore
 from multigan.run import train_run
 from multigan.generate import generate
+from multigan.config import RunConfig
 from multigan.presets import voice_quick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -144,3 +146,27 @@ def test_espeak_script_speaks_digit_clips(tmp_path):
     assert len(files) == 60 and {f.name.split("_")[0] for f in files} == {str(d) for d in range(10)}
     wave, sr = sf.read(files[0], dtype="float32")
     assert sr > 0 and 0.2 * sr < len(wave) < 3 * sr and np.abs(wave).max() > 0.01
+
+
+def test_resume_keeps_the_checkpoints_mel_statistics(voice_run, clips, cache, tmp_path, monkeypatch):
+    # Other clips behind --data-root on resume: the run goes on with the statistics it trained with.
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in sorted(clips.glob("*_george_*.wav"))[:12]:
+        shutil.copy(path, other / path.name)
+    run_dir = tmp_path / "run"
+    shutil.copytree(voice_run, run_dir)
+    before = torch.load(run_dir / "checkpoints" / "step-0000024.pt", weights_only=True)["modality"]["state"]
+    cfg = RunConfig.from_json(torch.load(run_dir / "checkpoints" / "step-0000024.pt", weights_only=True)["config"])
+    cfg = cfg.override("data.root", str(other)).override("train.steps", 26)
+    monkeypatch.setenv("MULTIGAN_CACHE", str(cache))
+    last = train_run(cfg, run_dir, resume=run_dir / "checkpoints" / "step-0000024.pt", progress=False)
+    after = torch.load(last, weights_only=True)["modality"]["state"]
+    assert torch.equal(before["mean"], after["mean"]) and torch.equal(before["std"], after["std"])
+
+
+def test_an_endless_griffin_lim_in_a_checkpoint_is_refused():
+    from multigan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gl_iter"):
+        RunConfig().override("data.audio.gl_iter", 10**9)

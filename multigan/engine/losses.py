@@ -121,9 +121,9 @@ class Noise:
         """[local batch, *dims] ~ N(0, 1)."""
         return self._mine(torch.randn(self.batch_size, *dims, device=self.generator.device, generator=self.generator))
 
-    def uniform(self) -> Tensor:
-        """[local batch] ~ U[0, 1)."""
-        return self._mine(torch.rand(self.batch_size, device=self.generator.device, generator=self.generator))
+    def uniform(self, *dims: int) -> Tensor:
+        """[local batch, *dims] ~ U[0, 1)."""
+        return self._mine(torch.rand(self.batch_size, *dims, device=self.generator.device, generator=self.generator))
 
     def integers(self, high: int) -> Tensor:
         """[local batch] uniform in 0..high-1."""
@@ -170,8 +170,10 @@ class GANLoss:
 
     def __init__(self, objective: AdversarialLoss, G: Callable, D: Callable, noise: Noise, *, z_dim: int,
                  n_classes: int, weights: Mapping[str, float], n_critic: int = 1, reg_every: int = 1,
-                 D_reg: Callable | None = None):
+                 D_reg: Callable | None = None, augment: Callable[..., Tensor] | None = None, augment_p: float = 0.0):
         self.objective, self.G, self.D, self.D_reg = objective, G, D, D_reg or D
+        # DiffAugment: D only ever sees batches through the adapter's differentiable augmentation.
+        self.augment, self.augment_p = (augment, augment_p) if augment is not None and augment_p > 0 else (None, 0.0)
         self.noise, self.z_dim, self.n_classes = noise, z_dim, n_classes
         self.n_critic, self.reg_every = n_critic, reg_every
         self.penalties = tuple(k for k in ("gp", "r1") if weights.get(k, 0) > 0)
@@ -201,6 +203,9 @@ class GANLoss:
             return self._g_main()
         raise ValueError(f"GANLoss has no phase {phase!r}")
 
+    def _aug(self, x: Tensor) -> Tensor:
+        return x if self.augment is None else self.augment(x, self.augment_p, self.noise.uniform)
+
     def _latents(self) -> tuple[Tensor, Tensor | None]:
         """z [B, z_dim] and, for a conditional G, labels drawn uniformly [B]."""
         z = self.noise.normal(self.z_dim)
@@ -219,7 +224,7 @@ class GANLoss:
         else:
             with torch.no_grad():
                 fake = _call(self.G, z, y_fake)
-        out_real, out_fake = _call(self.D, real, y_real), _call(self.D, fake.detach(), y_fake)
+        out_real, out_fake = _call(self.D, self._aug(real), y_real), _call(self.D, self._aug(fake.detach()), y_fake)
         terms = {"d_adv": self.objective.d_loss(out_real, out_fake)}
         if figures is not None:
             figures["d_real"], figures["d_fake"] = self.objective.score(out_real), self.objective.score(out_fake)
@@ -245,7 +250,7 @@ class GANLoss:
                 x = real
                 if out_real is None:
                     x = real.detach().float().requires_grad_(True)
-                    out_real = _call(self.D_reg, x, y_real)
+                    out_real = _call(self.D_reg, self._aug(x), y_real)
                 terms["r1"] = r1_penalty(out_real.float(), x)
         return terms
 
@@ -253,7 +258,7 @@ class GANLoss:
         """The penalties in a phase of their own, on the last real batch."""
         x = real.detach().float().requires_grad_(True)
         with torch.autocast(real.device.type, enabled=False):
-            out_real = _call(self.D_reg, x, y_real)
+            out_real = _call(self.D_reg, self._aug(x), y_real)
         terms = self._regularise(x, y_real, fake=None, out_real=out_real)
         # D's last bias has no gradient in a penalty on input gradients; DistributedDataParallel
         # needs every parameter in the graph. Adding 0 x D(x) puts it there (as StyleGAN2 does).
@@ -267,5 +272,5 @@ class GANLoss:
         else:
             fake = _call(self.G, *(latents := self._latents()))
             y_fake = latents[1]
-        return {"g_adv": self.objective.g_loss(_call(self.D, fake, y_fake))}
+        return {"g_adv": self.objective.g_loss(_call(self.D, self._aug(fake), y_fake))}
 

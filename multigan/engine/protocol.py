@@ -38,4 +38,9 @@ class Modality(Protocol):
         """Everything needed to rebuild this adapter (tensors and plain values only).
 
         Adapters also provide `from_state(state)` as a classmethod, its inverse.
+
+        Optional: `augment(x, p, rand) -> x`, differentiable augmentations of
+        model-space batches [B, *shape] that suit the data (see multigan/augment.py),
+        each touching an example with probability p; `rand(*dims)` gives
+        uniform numbers [B, *dims]. `loss.augment > 0` needs it.
         """

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multigan.augment import image_ops
 from multigan.errors import DataError
 
 
@@ -62,6 +63,10 @@ class ImageModality:
 
     def decode(self, x: Tensor) -> Tensor:
         return to_uint8(x)
+
+    def augment(self, x: Tensor, p: float, rand) -> Tensor:
+        """DiffAugment for pictures: colour, translation, cutout."""
+        return image_ops(x, p, rand)
 
     def save(self, artifacts: Tensor, out_dir: Path, prefix: str = "sample") -> list[Path]:
         out_dir = Path(out_dir)

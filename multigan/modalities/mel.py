@@ -25,6 +25,7 @@ from torch import Tensor
 from multigan.audio.io import write_wav
 from multigan.audio.spectral import log_mel
 from multigan.audio.vocoder import mel_db_to_wave
+from multigan.augment import spectrogram_ops
 from multigan.config import AudioConfig
 from multigan.data.cache import write_cache_file
 from multigan.errors import DataError
@@ -125,6 +126,10 @@ class MelModality:
         return rgb.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
 
     # state ----------------------------------------------------------------
+    def augment(self, x: Tensor, p: float, rand) -> Tensor:
+        """DiffAugment for spectrograms: a time shift, then time and frequency masks (no colour, no flips)."""
+        return spectrogram_ops(x, p, rand)
+
     def state_dict(self) -> dict[str, Any]:
         return {"audio": dataclasses.asdict(self.audio), "mean": self.mean.clone(), "std": self.std.clone()}
 

@@ -105,8 +105,9 @@ def _close(a: dict, b: dict, what: str) -> None:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), f"{what}.{k}: {(a[k] - b[k]).abs().max():.3g}"
 
 
-@pytest.mark.parametrize("loss", [{}, {"kind": "wasserstein", "weights": {"gp": 10.0}}, {"weights": {"r1": 1.0}, "reg_every": 2}],
-                         ids=["nonsaturating", "wgan-gp", "lazy-r1"])
+@pytest.mark.parametrize("loss", [{}, {"kind": "wasserstein", "weights": {"gp": 10.0}},
+                                  {"weights": {"r1": 1.0}, "reg_every": 2, "augment": 0.5}],
+                         ids=["nonsaturating", "wgan-gp", "lazy-r1-augment"])
 def test_two_ranks_train_what_one_process_trains(tmp_path, loss):
     cfg = _cfg(steps=4, **loss)
     one = load_checkpoint(_single(tmp_path, "one", cfg))

@@ -448,3 +448,26 @@ def test_a_compiled_run_resumes_uncompiled_and_back(tmp_path):
             assert torch.allclose(v.float(), last[key][k].float(), atol=1e-4), f"{key}.{k}"
     restored = restore(half)  # generation never needs compile
     assert restored.G(torch.randn(2, 8)).shape == (2, *SHAPE)
+
+
+# Differentiable augmentation ------------------------------------------------------------
+def test_augmentation_changes_what_D_learns_and_resumes_exactly(tmp_path):
+    plain = load_checkpoint(_run(_cfg(steps=3), tmp_path / "plain"))
+    cfg = _cfg(steps=6, weights={"r1": 1.0}).override("loss.augment", 0.5)
+    straight = load_checkpoint(_run(cfg, tmp_path / "straight"))
+    half = _run(cfg.override("train.steps", 3), tmp_path / "split")
+    assert any(not torch.equal(plain["D"][k], load_checkpoint(half)["D"][k]) for k in plain["D"])
+    resumed = load_checkpoint(_run(cfg, tmp_path / "split", resume=half))
+    for key in ("G", "D", "G_ema", "noise"):
+        assert_same(straight[key], resumed[key], key)
+
+
+def test_augmentation_needs_an_adapter_that_offers_it(tmp_path):
+    class Plain(ImageModality):
+        augment = None
+
+    cfg = _cfg(steps=1).override("loss.augment", 0.5)
+    torch.manual_seed(0)
+    G, D = dcgan.build(cfg.model, SHAPE)
+    with pytest.raises(ConfigError, match="no augmentation"):
+        train(cfg, Plain(*SHAPE), G, D, DATASET, tmp_path, progress=False)

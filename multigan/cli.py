@@ -303,7 +303,11 @@ def recipe_main(presets: dict, description: str, *, default_out: str, n_samples:
         for key, value in flags.items():
             if value is not None:
                 cfg = cfg.override(key, value)
-        out = _writable_dir(Path(args.out or f"{default_out}-{args.preset}"))
+        out = Path(args.out or f"{default_out}-{args.preset}")
+        if cfg.data.audio is not None:
+            a = cfg.data.audio
+            print(f"{cfg.name}: clips resampled to {a.sample_rate} Hz, {a.n_mels} mels x {a.frames} frames "
+                  f"({a.length / a.sample_rate:.2f} s); WAVs are written at {a.sample_rate} Hz", file=sys.stderr)
         last = train_run(cfg, out, resume=latest_checkpoint(out) if args.resume else None)
         paths = generate(restore(last), n_samples, out / "samples", seed=0)
     except MultiganError as e:

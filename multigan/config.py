@@ -106,11 +106,43 @@ class DataConfig:
     width: int = 28
     num_workers: int = 0
     audio: AudioConfig | None = None  # the mel modality's settings
+    # RGB that transparent pixels of image files are composited on (emoji, icons, logos)
+    background: tuple[int, int, int] = (255, 255, 255)
+    # A CSV or JSON table that labels the images of a flat folder (multigan.data.image_folder.labels_from_table):
+    # its `image` field names the file, `label_field` the class. None: labels from sub-folders, if any.
+    labels: str | None = None
+    label_field: str = "category"
 
     def __post_init__(self):
         _check(self.channels in (1, 3), f"data.channels must be 1 or 3, got {self.channels}")
+        _check(len(self.background) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in self.background),
+               f"data.background must be three integers in 0..255 (RGB), got {self.background}")
+        object.__setattr__(self, "background", tuple(self.background))
         _check(self.height >= 4 and self.width >= 4, f"data.height and data.width must be >= 4, got {self.height}x{self.width}")
         _check(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Settings of the residual family (`model.family=resnet`, multigan/nets/resnet.py).
+
+    That family reads these and, from `NetConfig`, only `z_dim`, `n_classes`
+    and `sync_bn`; NetConfig's widths, `depth`, norms and `spectral_norm` are
+    the DCGAN family's (the residual D is always spectrally normalised, and
+    has no batch norm). Widths double at each coarser scale, up to `max_width`.
+    """
+
+    g_width: int = 64  # channels of G's last residual block
+    d_width: int = 64  # channels of D's first residual block
+    max_width: int = 512
+    depth: int = 1  # residual blocks per scale: the first one resamples, the others keep the size
+
+    def __post_init__(self):
+        _check(min(self.g_width, self.d_width, self.max_width) >= 1, "model.resnet widths must be >= 1")
+        _check(self.depth >= 1, f"model.resnet.depth must be >= 1, got {self.depth}")
+        # Bounds against corrupt or hostile checkpoints, as in NetConfig; nets.resnet.check_size bounds the total.
+        for name, most in (("g_width", 65536), ("d_width", 65536), ("max_width", 65536), ("depth", 16)):
+            _check(getattr(self, name) <= most, f"model.resnet.{name} must be <= {most}, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -130,6 +162,7 @@ class NetConfig:
     g_norm: str = "batch"  # "layer" or "none": a G whose output does not depend on the rest of its batch
     spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
     sync_bn: bool = False  # under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)
+    resnet: ResNetConfig | None = None  # model.family=resnet's own settings; None: their defaults
 
     def __post_init__(self):
         _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")

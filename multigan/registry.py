@@ -19,7 +19,7 @@ from multigan.errors import ConfigError
 from multigan.modalities.image import ImageModality
 from multigan.modalities.mel import MelModality
 from multigan import assets
-from multigan.nets import dcgan
+from multigan.nets import dcgan, resnet
 
 
 def _image_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.Dataset, Modality]:
@@ -30,12 +30,13 @@ def _image_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.dat
             raise ConfigError("MNIST digits are 1x28x28: set data.channels=1, data.height=28, data.width=28, or use data.source=folder")
         dataset = load_mnist(cfg.root)
     elif cfg.source == "folder":
-        from multigan.data.image_folder import load_image_folder
+        from multigan.data.image_folder import labels_from_table, load_image_folder
 
         if not cfg.root:
             raise ConfigError("data.source=folder needs data.root, the folder of images (--data-root)")
+        labels = labels_from_table(cfg.labels, label_field=cfg.label_field) if cfg.labels else None
         dataset = load_image_folder(cfg.root, channels=cfg.channels, height=cfg.height, width=cfg.width,
-                                    progress=progress)
+                                    background=cfg.background, labels=labels, progress=progress)
     else:
         raise ConfigError(f"unknown image source {cfg.source!r}; known: mnist, folder")
     return dataset, ImageModality(cfg.channels, cfg.height, cfg.width)
@@ -81,6 +82,7 @@ FEATURE_INPUTS: dict[str, str] = {
 # name -> builder of (G, D) for a sample shape
 NETS: dict[str, Callable[[NetConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]] = {
     "dcgan": dcgan.build,
+    "resnet": resnet.build,
 }
 
 
@@ -99,6 +101,7 @@ def load_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.
 # name -> check that the nets of these settings are of a buildable size, before any allocation
 NET_SIZE_CHECKS: dict[str, Callable[[NetConfig, tuple[int, ...]], None]] = {
     "dcgan": dcgan.check_size,
+    "resnet": resnet.check_size,
 }
 
 

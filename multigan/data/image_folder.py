@@ -1,8 +1,11 @@
 """A folder of image files, loaded into memory at one fixed size."""
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -41,25 +44,33 @@ def load_image_folder(
     channels: int,
     height: int,
     width: int,
+    background: tuple[int, int, int] = (0, 0, 0),
+    labels: Mapping[str, str] | None = None,
     progress: bool = True,
 ) -> ImageTensorDataset:
     """Every image under `root` as uint8 [N, channels, height, width], in memory.
 
     Each image is converted to grey (channels=1) or RGB (channels=3), with
-    transparent pixels composited on black and grey of more than 8 bits
+    transparent pixels composited on `background` (RGB; black, MNIST's, unless
+    given: `DataConfig.background` is white) and grey of more than 8 bits
     scaled to 8 bits (see `_to_8_bits`); then resized so that it covers
     height x width, keeping its aspect ratio, and centre-cropped. Files that
     cannot be decoded (corrupt, truncated, not an image, NaN pixels) are
     skipped with a warning.
 
-    If every image sits in a sub-folder, `labels` holds the index of its
-    top-level sub-folder in the sorted `class_names`; otherwise both are None.
+    `labels` (file path relative to `root`, or bare file name -> class name,
+    e.g. from `labels_from_table`) labels a flat folder; every image must have
+    one. Without it, if every image sits in a sub-folder, the dataset's
+    `labels` hold the index of its top-level sub-folder in the sorted
+    `class_names`; otherwise both are None.
     """
     if channels not in (1, 3):
         raise ConfigError(f"channels must be 1 or 3, got {channels!r}")
     for name, size in (("height", height), ("width", width)):
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ConfigError(f"{name} must be a positive integer, got {size!r}")
+    if len(background) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in background):
+        raise ConfigError(f"background must be three integers in 0..255 (RGB), got {background!r}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
@@ -79,7 +90,7 @@ def load_image_folder(
         with logging_redirect_tqdm():
             for path in tqdm(files, desc=f"loading {root.name or root}", unit="img", disable=not progress):
                 try:
-                    pixels = _read_image(path, mode, height, width)  # [H, W, C] uint8
+                    pixels = _read_image(path, mode, height, width, tuple(background))  # [H, W, C] uint8
                 except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
                     log.warning("skipping %s: %s", path, str(e) or type(e).__name__)
                     skipped.append(path)
@@ -100,9 +111,10 @@ def load_image_folder(
             ", ".join(p.relative_to(root).as_posix() for p in skipped),
         )
         images = images[: len(kept)].clone()  # release the rows reserved for skipped files
-    labels, class_names = _folder_labels(root, kept)
+    labels, class_names = _table_labels(root, kept, labels) if labels is not None else _folder_labels(root, kept)
     dataset = ImageTensorDataset(images, labels)
     dataset.class_names = class_names
+    dataset.paths = kept  # the file of each image, in order
     log.info(
         "image folder: %s images from %s at %dx%dx%d%s",
         f"{len(kept):,}",
@@ -115,24 +127,25 @@ def load_image_folder(
     return dataset
 
 
-def _read_image(path: Path, mode: str, height: int, width: int) -> np.ndarray:
+def _read_image(path: Path, mode: str, height: int, width: int, background: tuple[int, int, int]) -> np.ndarray:
     """Decode, convert and resize one file to [height, width, C] uint8."""
     with Image.open(path) as im:
         im.load()  # decode now, so that a corrupt or truncated file fails here
         im = ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF
-        im = _convert(im, mode)
+        im = _convert(im, mode, background)
     im = _cover_and_centre_crop(im, width, height)
     pixels = np.array(im, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def _convert(im: Image.Image, mode: str) -> Image.Image:
+def _convert(im: Image.Image, mode: str, background: tuple[int, int, int]) -> Image.Image:
     if im.mode in _WIDE_GREY_MODES:
         im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.float64), im.mode))
     elif im.mode in _ALPHA_MODES or "transparency" in im.info:
-        # Transparent pixels become black, the background of MNIST-like data.
+        # Dropping alpha would show whatever colour the transparent pixels happen to hold
+        # (black in most emoji): composite on the background instead.
         im = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", im.size, (0, 0, 0, 255)), im)
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (*background, 255)), im)
     return im.convert(mode) if im.mode != mode else im
 
 
@@ -174,3 +187,50 @@ def _cover_and_centre_crop(im: Image.Image, width: int, height: int) -> Image.Im
 def _folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor | None, list[str] | None]:
     names = subfolder_names(root, files)
     return class_indices(names) if names is not None else (None, None)
+
+
+def _table_labels(root: Path, files: list[Path], table: Mapping[str, str]) -> tuple[torch.Tensor, list[str]]:
+    names = [table.get(p.relative_to(root).as_posix(), table.get(p.name)) for p in files]
+    missing = [p.relative_to(root).as_posix() for p, n in zip(files, names) if n is None]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(files)} images under {root} have no label in the table: "
+                        f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
+    return class_indices(names)
+
+
+def labels_from_table(path: str | os.PathLike, key_field: str = "image", label_field: str = "category") -> dict[str, str]:
+    """File name -> label, from a CSV file with a header row or a JSON file of records (objects).
+
+    In JSON, records may nest (emoji.json's `skin_variations`): a record
+    without `label_field` takes that of the record it sits in, so variants
+    share their base emoji's category (and, with label_field="name", its name).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"label table not found: {path}")
+    pairs: list[tuple[str, object]] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            pairs = [(row.get(key_field), row.get(label_field)) for row in csv.DictReader(f)]
+    else:
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path} is neither CSV nor JSON: {e}") from None
+
+        def walk(node: object, inherited: object) -> None:
+            if isinstance(node, dict):
+                label = node.get(label_field, inherited)
+                if key_field in node:
+                    pairs.append((node[key_field], label))
+                for value in node.values():
+                    walk(value, label)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value, inherited)
+
+        walk(records, None)
+    table = {str(key): str(label) for key, label in pairs if key not in (None, "") and label not in (None, "")}
+    if not table:
+        raise DataError(f"no records with both {key_field!r} and {label_field!r} in {path}")
+    return table

@@ -184,8 +184,9 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     autocast = (lambda: torch.autocast(device.type, dtype=_DTYPES[precision])) if precision != "fp32" else contextlib.nullcontext
     memory_format = torch.channels_last if tc.channels_last else None
 
-    schedule = Schedule(tc.steps, tc.log_every, tc.preview_every, tc.checkpoint_every,
-                        cfg.eval.every if evaluate is not None else 0)
+    # Evaluation runs on rank 0 only, but every rank must keep the same schedule (its health checks are collective).
+    evaluating = distributed.any_true(evaluate is not None, world, device)
+    schedule = Schedule(tc.steps, tc.log_every, tc.preview_every, tc.checkpoint_every, cfg.eval.every if evaluating else 0)
     guard = DivergenceGuard(retries=tc.nan_retries, lr_factor=tc.nan_lr_factor, max_loss=tc.max_loss,
                             max_weight=tc.max_weight, world=world)
     guard.remember(state)
@@ -303,7 +304,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
                     folder.event(step, "d-won", message)
                 d_won = won
             if schedule.evaluate(step):
-                if world.is_main:
+                if evaluate is not None:
                     measure()
                 distributed.barrier(world)
             if schedule.preview(step) and world.is_main:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ KIND = "feature-net"  # tells a feature network file from a training checkpoint
 
 
 class FeatureNet(nn.Module):
-    """A small CNN classifier of [B, 1, H, W] inputs.
+    """A small CNN classifier of [B, in_channels, H, W] inputs.
 
     Three conv stages (one, two and two 3x3 convs with batch norm and ReLU,
     each followed by 2x2 max pooling),
@@ -40,9 +40,10 @@ class FeatureNet(nn.Module):
     class logits.
     """
 
-    def __init__(self, n_classes: int = 10, width: int = 32, feature_dim: int = 128, dropout: float = 0.3):
+    def __init__(self, n_classes: int = 10, width: int = 32, feature_dim: int = 128, dropout: float = 0.3,
+                 in_channels: int = 1):
         super().__init__()
-        self.n_classes, self.width, self.feature_dim = n_classes, width, feature_dim
+        self.n_classes, self.width, self.feature_dim, self.in_channels = n_classes, width, feature_dim, in_channels
 
         def stage(c_in: int, c_out: int, convs: int) -> list[nn.Module]:
             layers: list[nn.Module] = []
@@ -52,21 +53,23 @@ class FeatureNet(nn.Module):
             return layers + [nn.MaxPool2d(2)]
 
         # one conv at full resolution keeps the cost low; the deeper stages carry the capacity
-        self.body = nn.Sequential(*stage(1, width, 1), *stage(width, 2 * width, 2), *stage(2 * width, 4 * width, 2),
+        self.body = nn.Sequential(*stage(in_channels, width, 1), *stage(width, 2 * width, 2), *stage(2 * width, 4 * width, 2),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.embed = nn.Sequential(nn.Linear(4 * width, feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, n_classes))
 
     def features(self, x: Tensor) -> Tensor:
-        """x [B, 1, H, W] -> penultimate features [B, feature_dim]."""
+        """x [B, C, H, W] -> penultimate features [B, feature_dim]."""
         return self.embed(self.body(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x [B, 1, H, W] -> logits [B, n_classes]."""
+        """x [B, C, H, W] -> logits [B, n_classes]."""
         return self.head(self.features(x))
 
     def spec(self) -> dict[str, int]:
-        return {"n_classes": self.n_classes, "width": self.width, "feature_dim": self.feature_dim}
+        spec = {"n_classes": self.n_classes, "width": self.width, "feature_dim": self.feature_dim}
+        # grey nets leave it out: their files are as they were before colour inputs
+        return spec if self.in_channels == 1 else {**spec, "in_channels": self.in_channels}
 
 
 # Input transforms: what a modality hands over -> the network's input ---------
@@ -98,6 +101,28 @@ class DigitImages:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> DigitImages:
         return cls(state["height"], state["width"])
+
+
+class ColourImages(DigitImages):
+    """uint8 RGB images [B, 3, H, W] of any size -> [B, 3, height, width] in [-1, 1].
+
+    Other sizes are resized (bilinear, antialiased), the reference data and
+    the samples alike, so a 32x32 or 128x128 run is measured at the size
+    the network was trained at.
+    """
+
+    kind = "colour-image"
+
+    def __init__(self, height: int = 64, width: int = 64):
+        super().__init__(height, width)
+
+    def inputs(self, images: Tensor) -> Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DataError(f"this feature network reads RGB images [B, 3, H, W], got {list(images.shape)}")
+        x = images.float() / 127.5 - 1.0
+        if tuple(x.shape[2:]) != (self.height, self.width):
+            x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True, align_corners=False)
+        return x
 
 
 class LogMelClips:
@@ -145,7 +170,7 @@ class LogMelClips:
         return cls(AudioConfig(**state["audio"]), state["mean"], state["std"])
 
 
-INPUTS: dict[str, Any] = {"image": DigitImages, "audio": LogMelClips}
+INPUTS: dict[str, Any] = {"image": DigitImages, "colour-image": ColourImages, "audio": LogMelClips}
 
 
 @dataclass
@@ -153,10 +178,11 @@ class FeatureExtractor:
     """A trained feature network with its input transform."""
 
     net: FeatureNet  # in eval mode
-    input: DigitImages | LogMelClips
+    input: DigitImages | ColourImages | LogMelClips
     class_names: list[str]
     test_accuracy: float
     digest: str  # identifies the weights, for caches of reference features
+    trained_on: str = ""
 
     @torch.no_grad()
     def embed(self, x: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
@@ -177,7 +203,7 @@ class FeatureExtractor:
         return self
 
 
-def save_feature_net(path: str | Path, net: FeatureNet, transform: DigitImages | LogMelClips, *,
+def save_feature_net(path: str | Path, net: FeatureNet, transform: DigitImages | ColourImages | LogMelClips, *,
                      class_names: list[str], test_accuracy: float, trained_on: str) -> Path:
     from multigan.engine.checkpoint import save_checkpoint
 
@@ -209,7 +235,23 @@ def load_feature_net(path: str | Path, device: str | torch.device = "cpu") -> Fe
         raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return FeatureExtractor(net.to(device).eval(), transform, list(state["class_names"]),
-                            float(state["test_accuracy"]), digest)
+                            float(state["test_accuracy"]), digest, str(state.get("trained_on", "")))
+
+
+# Below this mean top-class probability on the reference data, the data is taken to be unlike the
+# network's own: the kept classifiers give 0.98 or more on their held-out data (see tests/metrics).
+MIN_CONFIDENCE = 0.9
+
+
+def mismatch_warning(extractor: FeatureExtractor, probs: Tensor, name: str) -> str | None:
+    """A one-line warning when the class probabilities [N, K] of the reference data show that
+    the feature network `name` does not know this data (a digit classifier on letters, say); else None."""
+    confidence = float(probs.max(1).values.mean())
+    if confidence >= MIN_CONFIDENCE:
+        return None
+    return (f"features of {name}: meaningful for data like {extractor.trained_on or 'its training data'} only; "
+            f"its mean confidence on this data is {confidence:.2f} (below {MIN_CONFIDENCE}), so the figures may "
+            f"say little: pass --features (eval.features) a network trained on such data")
 
 
 # Training -------------------------------------------------------------------
@@ -258,19 +300,33 @@ def test_accuracy(net: FeatureNet, x: Tensor, y: Tensor, batch_size: int = 1000)
     return correct / len(x)
 
 
-def shift_images(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+def shift_images(x: Tensor, max_shift: int, generator: torch.Generator, fill: float | None = None) -> Tensor:
     """Each image of x [B, C, H, W] moved by a random whole-pixel offset in [-max_shift, max_shift].
 
-    The uncovered border takes the batch's minimum (the background of digits in [-1, 1]), not 0.
+    The uncovered border takes `fill`, by default the batch's minimum (the
+    background of digits in [-1, 1]; pass 1.0 for pictures on white), not 0.
     """
     B, _, H, W = x.shape
-    pad = F.pad(x, (max_shift,) * 4, value=float(x.min()))
+    pad = F.pad(x, (max_shift,) * 4, value=float(x.min()) if fill is None else fill)
     dy = torch.randint(0, 2 * max_shift + 1, (B,), generator=generator)
     dx = torch.randint(0, 2 * max_shift + 1, (B,), generator=generator)
     rows = (dy[:, None] + torch.arange(H))[:, None, :, None].expand(B, x.shape[1], H, W + 2 * max_shift)
     out = pad.gather(2, rows)
     cols = (dx[:, None] + torch.arange(W))[:, None, None, :].expand(B, x.shape[1], H, W)
     return out.gather(3, cols)
+
+
+def split_by_group(groups: Sequence[str], test_fraction: float, seed: int = 0) -> Tensor:
+    """A held-out mask [N], True for the items of a seeded `test_fraction` of the distinct groups.
+
+    Items of one group (the skin-tone variants of one emoji, the takes of one
+    speaker) fall on the same side, so the test never sees a near-copy of a
+    training item.
+    """
+    distinct = sorted(set(groups))
+    order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = {distinct[i] for i in order[:round(test_fraction * len(distinct))]}
+    return torch.tensor([g in held for g in groups], dtype=torch.bool)
 
 
 def mask_bands(x: Tensor, max_width: int, generator: torch.Generator) -> Tensor:

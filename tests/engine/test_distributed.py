@@ -65,8 +65,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _figures(G) -> dict[str, float]:
+    """A stand-in evaluator: scripted figures, the step's FID falling."""
+    _figures.calls = getattr(_figures, "calls", 0) + 1
+    return {"fid": 10.0 / _figures.calls, "diversity_ratio": 1.0}
+
+
 def _rank(rank: int, world_size: int, port: int, cfg_json: str, run_dirs: list[str], out: list[str],
-          resume: str | None, poison: tuple[int, int] | None) -> None:
+          resume: str | None, poison: tuple[int, int] | None, evaluate: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -78,19 +84,20 @@ def _rank(rank: int, world_size: int, port: int, cfg_json: str, run_dirs: list[s
         G, D = dcgan.build(cfg.model, SHAPE)
         if poison is not None:
             D = PoisonedD(D, poison[1] if rank == poison[0] else None)
-        train(cfg, ImageModality(*SHAPE), G, D, DATASET, run_dirs[rank], resume=resume, progress=False)
+        train(cfg, ImageModality(*SHAPE), G, D, DATASET, run_dirs[rank], resume=resume, progress=False,
+              evaluate=_figures if evaluate and rank == 0 else None)  # as train_run: an evaluator on rank 0 only
         torch.save({"G": G.state_dict(), "D": D.state_dict()}, out[rank])
     finally:
         distributed.shutdown()
 
 
 def _spawn(tmp_path: Path, name: str, cfg: RunConfig, *, shared_dir: bool = True, resume: Path | None = None,
-           poison: tuple[int, int] | None = None) -> list[dict]:
+           poison: tuple[int, int] | None = None, evaluate: bool = False) -> list[dict]:
     """Train on 2 ranks; returns each rank's final G and D weights."""
     run_dirs = [str(tmp_path / name)] * 2 if shared_dir else [str(tmp_path / f"{name}-rank{r}") for r in range(2)]
     out = [str(tmp_path / f"{name}-weights{r}.pt") for r in range(2)]
-    mp.spawn(_rank, args=(2, _free_port(), cfg.to_json(), run_dirs, out, str(resume) if resume else None, poison),
-             nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, _free_port(), cfg.to_json(), run_dirs, out, str(resume) if resume else None, poison,
+                          evaluate), nprocs=2, join=True)
     return [torch.load(p, weights_only=True) for p in out]
 
 
@@ -126,10 +133,13 @@ def test_two_ranks_train_what_one_process_trains(tmp_path, loss):
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), k
 
 
-def test_only_rank_0_writes(tmp_path):
-    _spawn(tmp_path, "run", _cfg(steps=3), shared_dir=False)
+def test_only_rank_0_writes_and_evaluates(tmp_path):
+    _spawn(tmp_path, "run", _cfg(steps=4).override("eval.every", 2), shared_dir=False, evaluate=True)
     written = sorted(p.name for p in (tmp_path / "run-rank0").rglob("*"))
-    assert {"config.json", "log.jsonl", "step-0000003.pt", "latest.pt", "step-0000003.png"} <= set(written)
+    assert {"config.json", "log.jsonl", "step-0000004.pt", "latest.pt", "step-0000004.png", "metrics.jsonl",
+            "best.pt"} <= set(written)
+    metrics = [json.loads(line) for line in (tmp_path / "run-rank0" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [2, 4]
     assert not (tmp_path / "run-rank1").exists() or not any((tmp_path / "run-rank1").rglob("*"))
 
 

@@ -54,8 +54,16 @@ def trained(cfg, out: Path) -> tuple[Path, float, float | None]:
     return last, seconds, others
 
 
+def overridden(cfg, items: list[str] | None):
+    """The preset with --*-set KEY=VALUE items applied (for ablations)."""
+    for item in items or []:
+        key, _, value = item.partition("=")
+        cfg = cfg.override(key.strip(), value.strip())
+    return cfg
+
+
 def mnist(args, out: Path) -> dict:
-    cfg = mnist_quick().override("data.root", args.mnist_root)
+    cfg = overridden(mnist_quick().override("data.root", args.mnist_root), args.mnist_set)
     if args.mnist_steps:
         cfg = cfg.override("train.steps", args.mnist_steps)
     last, seconds, others = trained(cfg, out / "mnist")
@@ -73,7 +81,7 @@ def mnist(args, out: Path) -> dict:
 
 
 def voice(args, out: Path) -> dict:
-    cfg = voice_quick().override("data.root", args.voice_root)
+    cfg = overridden(voice_quick().override("data.root", args.voice_root), args.voice_set)
     if args.voice_steps:
         cfg = cfg.override("train.steps", args.voice_steps)
     last, seconds, others = trained(cfg, out / "voice")
@@ -106,6 +114,8 @@ def main() -> None:
     p.add_argument("--only", choices=("mnist", "voice"), help="run one of the two")
     p.add_argument("--mnist-steps", type=int, help="default: the mnist-quick preset's")
     p.add_argument("--voice-steps", type=int, help="default: the voice-quick preset's")
+    p.add_argument("--mnist-set", action="append", metavar="KEY=VALUE", help="change a setting of the MNIST run")
+    p.add_argument("--voice-set", action="append", metavar="KEY=VALUE", help="change a setting of the voice run")
     p.add_argument("--out", help="folder for the runs (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -293,7 +293,7 @@ class RunConfig:
 
     def __post_init__(self):
         penalty = self.loss.weights["gp"] > 0
-        _check(not (penalty and self.model.d_norm == "batch"),
+        _check(not (penalty and self.model.family == "dcgan" and self.model.d_norm == "batch"),  # the resnet D has no BN
                "the WGAN-GP gradient penalty is per example, which batch norm in D breaks: set model.d_norm to 'layer' or 'none'")
 
     # JSON round trip ------------------------------------------------------

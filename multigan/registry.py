@@ -69,15 +69,17 @@ MODALITIES: dict[str, Any] = {
     "image": ImageModality,
     "mel": MelModality,
 }
-# modality name -> its feature network in multigan/assets/, for evaluation
-FEATURE_NETS: dict[str, str] = {
-    "image": "digit-classifier.pt",
-    "mel": "spoken-digit-classifier.pt",
+# (modality name, sample shape; None: any) -> the feature network in multigan/assets/ that evaluates
+# such samples. The first match wins; a modality's first entry is its default when no shape is given.
+FEATURE_NETS: dict[tuple[str, tuple[int | None, ...] | None], str] = {
+    ("image", (1, 28, 28)): "digit-classifier.pt",
+    ("image", (3, None, None)): "emoji-classifier.pt",  # any size: resized to its 64x64
+    ("mel", None): "spoken-digit-classifier.pt",  # it analyses the decoded waveforms again
 }
-# modality name -> the kind of input its feature networks read (a feature network file's `input.kind`)
-FEATURE_INPUTS: dict[str, str] = {
-    "image": "image",
-    "mel": "audio",
+# modality name -> the kinds of input its feature networks read (a feature network file's `input.kind`)
+FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "image": ("image", "colour-image"),
+    "mel": ("audio",),
 }
 # name -> builder of (G, D) for a sample shape
 NETS: dict[str, Callable[[NetConfig, tuple[int, ...]], tuple[nn.Module, nn.Module]]] = {
@@ -119,12 +121,20 @@ def modality_from_state(name: str, state: dict[str, Any]) -> Modality:
     return lookup(MODALITIES, name, "modality").from_state(state)
 
 
-def feature_net_path(modality_name: str, override: str | Path = "") -> Path:
-    """The feature network file that evaluates a modality: `override`, or the one in multigan/assets/."""
+def feature_net_path(modality_name: str, override: str | Path = "", shape: tuple[int, ...] | None = None) -> Path:
+    """The feature network file that evaluates samples of a modality and `shape`: `override`, or the
+    one in multigan/assets/ (without `shape`: the modality's first, e.g. the digit classifier)."""
     if override:
         path = Path(override).expanduser()
     else:
-        path = assets.path(lookup(FEATURE_NETS, modality_name, "modality with a feature network"))
+        found = [file for (name, pattern), file in FEATURE_NETS.items() if name == modality_name and (
+            shape is None or pattern is None
+            or (len(pattern) == len(shape) and all(p in (None, s) for p, s in zip(pattern, shape))))]
+        if not found:
+            what = modality_name + (f" samples of shape {'x'.join(map(str, shape))}" if shape else "")
+            raise ConfigError(f"no feature network shipped for {what}: pass --features (eval.features), "
+                              f"a network trained on such data (see recipes/*/train_classifier.py)")
+        path = assets.path(found[0])
     if not path.is_file():
         raise ConfigError(f"feature network not found: {path}")
     return path

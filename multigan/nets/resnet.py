@@ -118,11 +118,9 @@ class Generator(nn.Module):
         self.out = _init(nn.Conv2d(widths[-1], c_out, 3, 1, 1))
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        if self.n_classes:
-            if y is None:
-                raise ValueError("this generator is class-conditional: pass labels y [B]")
-        else:
-            y = None
+        if self.n_classes and y is None:
+            raise ValueError("this generator is class-conditional: pass labels y [B]")
+        y = y if self.n_classes else None  # an unconditional G ignores labels, like the DCGAN family's
         h = self.project(z).unflatten(1, self.base)  # [B, C0, h0, w0]
         for block in self.blocks:
             h = block(h, y)

@@ -45,11 +45,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPE = (1, 64, 64)
 # Variables that change torch's threads or OpenMP's waiting: cleared so "defaults" means defaults.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND", "OMP_PLACES")
-CONFIGS: dict[str, dict[str, str]] = {  # name -> environment of the run
-    "defaults": {},
-    "omp1": {"OMP_NUM_THREADS": "1"},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "policy": {},
+CONFIGS: dict[str, tuple[dict[str, str], bool]] = {  # name -> (environment of the run, use the thread policy)
+    "defaults": ({}, False),
+    "omp1": ({"OMP_NUM_THREADS": "1"}, False),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, False),
+    "policy": ({}, True),
 }
 
 
@@ -102,7 +102,7 @@ def child(spec: dict) -> None:
     print(json.dumps({
         "img_s": spec["steps"] * B / seconds, "own_cores": (own1 - own0) / seconds, "others": others,
         "threads": torch.get_num_threads(),
-        "history": [] if threads is None else [n for _, _, n in threads.history],
+        "changes": [] if threads is None else [(round(t, 1), n) for t, _, n in threads.changes],
     }))
 
 
@@ -111,8 +111,6 @@ HOG = """
 import time
 duty = {duty}
 while True:
-    if duty >= 1:
-        continue
     end = time.perf_counter() + 0.1 * duty
     while time.perf_counter() < end:
         pass
@@ -122,9 +120,10 @@ while True:
 
 def run(name: str, loaded: bool, args: argparse.Namespace) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-    env.update(CONFIGS[name])
+    variables, policy = CONFIGS[name]
+    env.update(variables)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    spec = {"steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size, "policy": name == "policy"}
+    spec = {"steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size, "policy": policy}
     hog = None
     if loaded:
         hog_code = "while True: pass" if args.hog_duty >= 1 else HOG.format(duty=args.hog_duty)
@@ -146,8 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "each run in a fresh subprocess.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per run")
-    p.add_argument("--warmup", type=int, default=6, help="untimed steps before them (the policy's first windows)")
+    p.add_argument("--steps", type=int, default=15, help="timed training steps per run")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before them (the policy's first window)")
     p.add_argument("--batch-size", type=int, default=64, help="images per step")
     p.add_argument("--rounds", type=int, default=1, help="rounds over all settings; figures are medians over rounds")
     p.add_argument("--configs", default="defaults,omp1,policy", help=f"comma-separated, from {', '.join(CONFIGS)}")
@@ -185,20 +184,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"voice-quick DCGAN 1x64x64, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, "
           f"busy process: {'always spinning' if args.hog_duty >= 1 else f'spinning {args.hog_duty:.0%} of every 100 ms'}")
     print("others: cores that other processes kept busy during the timed steps (the busy process included)")
+    print("threads: torch's threads at the end of the run; the policy's changes as threads@seconds since its start")
     print()
-    print(f"{'round':>5}  {'setting':<9}  {'machine':<7}  {'img/s':>6}  {'own cores':>9}  {'others':>6}  {'threads':>7}")
+    print(f"{'round':>5}  {'setting':<9}  {'machine':<7}  {'img/s':>6}  {'own cores':>9}  {'others':>6}  threads")
     results: dict[tuple[str, bool], list[dict]] = {}
     for r in range(1, args.rounds + 1):
         for name in args.configs:
             for loaded in (False, True):
                 m = run(name, loaded, args)
                 results.setdefault((name, loaded), []).append(m)
-                threads = str(m["threads"]) + (f" ({''.join(map(str, m['history']))})" if m["history"] else "")
+                threads = " ".join([str(m["threads"])] + [f"{n}@{t:g}s" for t, n in m["changes"]][:6])
                 print(f"{r:>5}  {name:<9}  {'loaded' if loaded else 'quiet':<7}  {m['img_s']:>6.1f}  "
-                      f"{m['own_cores']:>9.2f}  {_cores(m['others']):>6}  {threads:>7}", flush=True)
+                      f"{m['own_cores']:>9.2f}  {_cores(m['others']):>6}  {threads}", flush=True)
     print()
     print(f"median over {args.rounds} round(s)")
-    print(f"  {'setting':<9}  {'quiet img/s':>11}  {'loaded img/s':>12}  {'quiet/loaded':>12}  {'quiet vs defaults':>17}")
+    print(f"  {'setting':<9}  {'quiet img/s':>11}  {'loaded img/s':>12}  {'quiet/loaded':>12}  {'quiet vs ' + args.configs[0]:>17}")
     base = statistics.median(m["img_s"] for m in results[(args.configs[0], False)])
     for name in args.configs:
         quiet = statistics.median(m["img_s"] for m in results[(name, False)])

@@ -157,13 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     # Set before the ranks start, so their OpenMP runtime reads it when they import torch.
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
+    n_images = len(_dataset(args.synthetic))  # fills the MNIST cache once, before the ranks read it
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"command: {shlex.join([Path(sys.executable).name] + sys.argv)}")
     where = (f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, NCCL" if args.device == "cuda"
              else f"CPU, Gloo, {args.threads} thread(s) per rank")
     print(f"machine: {os.cpu_count()} CPUs ({cpus} usable), torch {torch.__version__}; {where}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"mnist-quick DCGAN, unconditional, 1x28x28 {'random images' if args.synthetic else 'MNIST digits'}, "
+    print(f"mnist-quick DCGAN, unconditional, {n_images:,} {'random images' if args.synthetic else 'MNIST digits'} 1x28x28, "
           f"global batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, {args.rounds} rounds; "
           f"ranks started by torch.multiprocessing.spawn")
     print("other load: share of the machine's CPU that other processes used during the run (ranks' start-up included)")

@@ -67,10 +67,27 @@ def voice_16k() -> RunConfig:
     )
 
 
+def images64() -> RunConfig:
+    """DCGAN on a folder of colour pictures at 64x64 RGB (emoji, faces, your own), transparency on white.
+
+    Conditioned on the labels of sub-folders or of a `data.labels` table when
+    there are some, unconditional otherwise. `--set model.family=...` swaps
+    the network family.
+    """
+    return RunConfig(
+        name="images-64",
+        data=DataConfig(modality="image", source="folder", channels=3, height=64, width=64),
+        model=NetConfig(family="dcgan", z_dim=100, g_width=64, d_width=64, n_classes=-1),
+        train=TrainConfig(steps=10000, batch_size=64, ema_decay=0.999, ema_rampup=200,
+                          log_every=50, preview_every=500, checkpoint_every=1000),
+    )
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "mnist-quick": mnist_quick,
     "mnist": mnist,
     "voice-quick": voice_quick,
     "voice": voice,
     "voice-16k": voice_16k,
+    "images-64": images64,
 }

@@ -81,28 +81,41 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
 
 
 def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str | torch.device = "cpu", seed: int = 0):
-    """An `Evaluator` of generators of `modality` against `dataset` (its features are cached)."""
+    """An `Evaluator` of generators of `modality` against `dataset` (its features are cached).
+
+    The feature network is `cfg.features`, or the shipped one for the adapter's
+    modality and sample shape; a warning is logged when the reference data
+    looks unlike what that network was trained on.
+    """
     from multigan.data.cache import default_cache_dir
     from multigan.metrics.evaluate import Evaluator, reference_set
-    from multigan.metrics.features import load_feature_net
+    from multigan.metrics.features import load_feature_net, mismatch_warning
 
-    path = feature_net_path(modality.name, cfg.features)
+    path = feature_net_path(modality.name, cfg.features, modality.shape)
     extractor = load_feature_net(path, device=device)
     kind = extractor.input.kind
-    if kind != FEATURE_INPUTS.get(modality.name, kind):
+    if kind not in FEATURE_INPUTS.get(modality.name, (kind,)):
         raise ConfigError(f"{path} is a feature network for {kind} inputs; it cannot evaluate the {modality.name} modality")
+    log.info("evaluation features: %s (trained on %s)", path.name, extractor.trained_on or "?")
     reference = reference_set(extractor, dataset, cache_dir=default_cache_dir(), batch_size=max(cfg.batch_size, 500))
+    warning = mismatch_warning(extractor, reference.probs, path.name)
+    if warning:
+        log.warning(warning)
     return Evaluator(modality, extractor, reference, n=cfg.n, batch_size=cfg.batch_size, seed=seed)
 
 
 def evaluate_checkpoint(path: str | Path, *, n: int = 2000, data_root: str | None = None, features: str = "",
                         device: str | torch.device = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Figures of a checkpoint's EMA generator against the data it was trained on (or `data_root`)."""
+    """Figures of a checkpoint's EMA generator against the data it was trained on (or `data_root`),
+    with the feature network used and, when the data looks unlike its training data, a warning."""
+    from multigan.metrics.features import mismatch_warning
+
     restored = restore(path, device=device)
     data = restored.config.data if data_root is None else dataclasses.replace(restored.config.data, root=data_root)
     dataset, _ = load_data(data, progress=progress)
     evaluator = make_evaluator(EvalConfig(n=n, features=features), restored.modality, dataset, device=device, seed=seed)
     figures = evaluator(restored.G)
+    features_path = feature_net_path(restored.modality.name, features, restored.modality.shape)
     return {
         "checkpoint": str(restored.path.resolve()),
         "step": restored.step,
@@ -110,6 +123,7 @@ def evaluate_checkpoint(path: str | Path, *, n: int = 2000, data_root: str | Non
         "seed": seed,
         "reference_items": len(evaluator.reference),
         "reference_data": str(data.root or data.source),
-        "features": str(feature_net_path(restored.modality.name, features)),
+        "features": str(features_path),
         "features_test_accuracy": evaluator.extractor.test_accuracy,
+        "features_warning": mismatch_warning(evaluator.extractor, evaluator.reference.probs, features_path.name),
     }

@@ -7,7 +7,9 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
+
+import torch
 
 
 @functools.cache
@@ -38,7 +40,7 @@ def threads_beside(max_threads: int, cores: int, others_busy: float) -> int:
     and at most `max_threads`. An OpenMP team is only as fast as its slowest
     thread: a thread that shares its core with a busy process holds the
     others at every barrier, so on 2 cores one busy process made torch's 2
-    threads about 3x slower, where 1 thread was only 1.6x slower than 2 on a
+    threads 3x slower, where 1 thread was only about 1.7x slower than 2 on a
     quiet machine (bench/cpu_contention.py).
     """
     return max(1, min(max_threads, int(cores - others_busy + 0.5)))
@@ -72,49 +74,56 @@ def busy_seconds(cpus: set[int]) -> float | None:
 class CpuThreads:
     """Keeps torch's CPU thread count at the cores that other processes leave free.
 
-    Every `every_s` seconds of wall time, `after_step()` reads how busy our
-    cores were (/proc/stat) beyond this process's own CPU time and sets
-    `torch.set_num_threads(threads_beside(max_threads, len(cpus), others))`. Reading costs
-    microseconds and no step runs on a worse setting to find out; a busy
-    process that comes or goes is followed within a window. A no-op where
-    /proc/stat is missing or `max_threads` is 1 (e.g. under torchrun, which
-    sets OMP_NUM_THREADS=1). DataLoader workers and other ranks count as
-    other processes: they compete for the same cores.
+    Every `every_s` seconds of wall time, `after_step()` reads how long our
+    cores were busy (/proc/stat) beyond this process's own CPU time, and sets
+    the threads to `threads_beside(max_threads, len(cpus), others)`. Reading
+    costs microseconds and no step runs on a worse setting to find out; a
+    busy process that comes or goes is followed within a window. A no-op
+    where /proc/stat is missing or `max_threads` is 1 (torchrun sets
+    OMP_NUM_THREADS=1). DataLoader workers and other ranks count as other
+    processes: they compete for the same cores.
     """
 
     def __init__(self, max_threads: int, set_threads: Callable[[int], None], cpus: set[int], every_s: float = 2.0,
                  busy: Callable[[set[int]], float | None] = busy_seconds,
                  clock: Callable[[], float] = time.perf_counter, own: Callable[[], float] = time.process_time):
         self.max_threads, self.threads, self.cpus, self.every_s = max_threads, max_threads, cpus, every_s
-        self._busy, self._clock, self._own = busy, clock, own
-        self._set = set_threads
-        self.history: list[tuple[float, float, int]] = []  # (time, others in cores, threads) per window
-        self._start()
-
-    def _start(self) -> None:
-        self._t0, self._busy0, self._own0 = self._clock(), self._busy(self.cpus), self._own()
-        self.active = self.max_threads > 1 and self._busy0 is not None
+        self._set, self._busy, self._clock, self._own = set_threads, busy, clock, own
+        self.changes: list[tuple[float, float, int]] = []  # (seconds since the start, others in cores, new threads)
+        self._start = self._t0 = clock()
+        self._busy0, self._own0 = busy(cpus), own()
+        self.active = max_threads > 1 and self._busy0 is not None
 
     def after_step(self) -> None:
-        """Call once per training step; cheap except once per window."""
+        """Call once per training step; it does something once per window."""
         if not self.active or (now := self._clock()) - self._t0 < self.every_s:
             return
         busy, own = self._busy(self.cpus), self._own()
+        if busy is None:
+            self.active = False
+            return
         others = max(0.0, (busy - self._busy0) - (own - self._own0)) / (now - self._t0)
         threads = threads_beside(self.max_threads, len(self.cpus), others)
         if threads != self.threads:
             self._set(threads)
             self.threads = threads
-        self.history.append((now, others, threads))
+            self.changes.append((now - self._start, others, threads))
         self._t0, self._busy0, self._own0 = now, busy, own
+
+    def restore(self) -> None:
+        """Give torch back the thread count it had (call when training ends)."""
+        if self.threads != self.max_threads:
+            self._set(self.max_threads)
+            self.threads = self.max_threads
 
 
 def configure_cpu_threads(every_s: float = 2.0) -> CpuThreads:
-    """Start fitting torch's CPU threads to the free cores; call `.after_step()` after every training step.
+    """Start fitting torch's CPU threads to the free cores; call `.after_step()` after every training step
+    and `.restore()` at the end.
 
     The most threads it uses is torch's count now (OMP_NUM_THREADS, or one per
-    physical core), so a user's explicit setting stays the ceiling.
+    physical core), so a user's own setting stays the ceiling. OpenMP's wait
+    policy stays at libgomp's default (spin, then sleep): with the right
+    thread count, OMP_WAIT_POLICY=PASSIVE only cost speed (bench/cpu_contention.py).
     """
-    import torch
-
     return CpuThreads(torch.get_num_threads(), torch.set_num_threads, _cpus(), every_s)

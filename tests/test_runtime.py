@@ -65,15 +65,26 @@ def test_a_busy_process_takes_a_thread_and_gives_it_back():
     assert calls == [1, 2] and threads.threads == 2
 
 
+def test_restore_gives_back_the_threads_it_took():
+    machine = FakeMachine()
+    threads, calls = _policy(machine)
+    threads.restore()
+    assert calls == []  # nothing taken, nothing to give back
+    machine.run(2.0, own_cores=1.0, other_cores=1.0)
+    threads.after_step()
+    threads.restore()
+    assert calls == [1, 2] and threads.threads == 2
+
+
 def test_nothing_changes_before_a_window_is_full():
     machine = FakeMachine()
     threads, calls = _policy(machine)
     machine.run(1.9, own_cores=1.0, other_cores=1.0)
     threads.after_step()
-    assert calls == [] and threads.history == []
+    assert calls == []
     machine.run(0.2, own_cores=1.0, other_cores=1.0)
     threads.after_step()
-    assert calls == [1] and threads.history[-1][1] == pytest.approx(1.0)
+    assert calls == [1] and threads.changes == [(pytest.approx(2.1), pytest.approx(1.0), 1)]
 
 
 @pytest.mark.parametrize("max_threads, busy", [(1, None), (2, lambda cpus: None)], ids=["one-thread", "no-proc-stat"])

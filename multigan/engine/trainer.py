@@ -38,7 +38,7 @@ from multigan.engine.optim import ema_beta, make_optimizer
 from multigan.engine.protocol import Modality
 from multigan.engine.state import TrainingState
 from multigan.errors import CheckpointError, ConfigError, TrainingDiverged
-from multigan.runtime import keep_freed_memory
+from multigan.runtime import configure_cpu_threads, keep_freed_memory
 
 log = logging.getLogger("multigan")
 
@@ -264,6 +264,11 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
                dynamic_ncols=True)
     stop = StopRequest()
     stop_every = 1 if world.size == 1 else tc.log_every  # ranks agree on stopping at these steps only
+    cpu_threads = None
+    if device.type == "cpu" and tc.threads:
+        torch.set_num_threads(tc.threads)
+    elif device.type == "cpu":
+        cpu_threads = configure_cpu_threads()  # fewer threads beside busy processes
     state.G.train(), state.D.train()
     try:
         while state.step < tc.steps:
@@ -314,8 +319,12 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
                 guard.remember(state)
             if step % stop_every == 0 and distributed.any_true(stop.requested, world, device):
                 _stop(state, folder, guard, world, payload, tc.keep_checkpoints, stop)
+            if cpu_threads is not None:
+                cpu_threads.after_step()
     finally:
         stop.restore()
+        if cpu_threads is not None:
+            cpu_threads.restore()
         bar.close()
     return folder.last_checkpoint
 

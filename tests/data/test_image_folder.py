@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from multigan.data.image_folder import find_image_files, load_image_folder
+from multigan.data.image_folder import find_image_files, labels_from_table, load_image_folder
 from multigan.errors import ConfigError, DataError
 
 BAD_FILES = {"truncated.png", "empty.png", "sub/x.png"}
@@ -219,3 +220,111 @@ def test_missing_or_empty_folder_raises(tmp_path):
 def test_bad_settings_raise(tmp_path, settings):
     with pytest.raises(ConfigError):
         load_image_folder(tmp_path, **settings)
+
+
+# Transparency and label tables ------------------------------------------------------------
+def _half_transparent(mode: str) -> Image.Image:
+    """20x20: the left half fully transparent (its colour channels black), the right half opaque red or grey."""
+    rgba = np.zeros((20, 20, 4), dtype=np.uint8)
+    rgba[:, 10:] = (200, 0, 0, 255)
+    image = Image.fromarray(rgba, "RGBA")
+    return image if mode == "RGBA" else image.convert("LA")
+
+
+def _load_one_on(tmp_path: Path, image: Image.Image, background, channels: int = 3, **save) -> torch.Tensor:
+    folder = tmp_path / f"one-{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    image.save(folder / "image.png", **save)
+    w, h = image.size
+    return load_image_folder(folder, channels=channels, height=h, width=w, background=background,
+                             progress=False).images[0]
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_take_the_background_colour(tmp_path, mode):
+    image = _half_transparent(mode)
+    opaque = (200, 0, 0) if mode == "RGBA" else (image.getpixel((15, 0))[0],) * 3
+    for background in ((255, 255, 255), (0, 128, 255)):
+        x = _load_one_on(tmp_path, image, background)
+        assert torch.all(x[:, :, :10] == torch.tensor(background, dtype=torch.uint8)[:, None, None]), background
+        assert torch.all(x[:, :, 10:] == torch.tensor(opaque, dtype=torch.uint8)[:, None, None])
+
+
+def test_palette_transparency_takes_the_background_colour(tmp_path):
+    palette = Image.new("P", (20, 20), 1)
+    palette.putpalette([0, 0, 0, 0, 0, 255])  # index 0, the transparent one, is black
+    palette.paste(0, (0, 0, 10, 20))
+    x = _load_one_on(tmp_path, palette, (255, 255, 255), transparency=0)
+    assert torch.all(x[:, :, :10] == 255)
+    assert torch.all(x[:, :, 10:] == torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None, None])
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_half_transparency_blends_with_the_background(tmp_path, channels):
+    x = _load_one_on(tmp_path, Image.new("RGBA", (8, 8), (0, 0, 0, 128)), (255, 255, 255), channels)
+    assert x.shape == (channels, 8, 8)
+    assert torch.all((x >= 125) & (x <= 129))  # black at alpha 0.5 over white: mid grey
+
+
+@pytest.mark.parametrize("background", [(0, 0), (0, 0, 256), (-1, 0, 0)])
+def test_bad_background_raises(tmp_path, background):
+    with pytest.raises(ConfigError, match="background"):
+        load_image_folder(tmp_path, channels=3, height=8, width=8, background=background)
+
+
+def test_the_settings_default_to_a_white_background(tmp_path):
+    from multigan.config import DataConfig
+    from multigan.registry import load_data
+
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    cfg = DataConfig(source="folder", root=str(tmp_path), channels=3, height=16, width=16)
+    assert cfg.background == (255, 255, 255)
+    dataset, _ = load_data(cfg, progress=False)
+    assert torch.all(dataset.images == 255)
+    dataset, _ = load_data(DataConfig(source="folder", root=str(tmp_path), channels=3, height=16, width=16,
+                                      background=(0, 0, 0)), progress=False)
+    assert torch.all(dataset.images == 0)
+
+
+def _flat_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "b-tone.png", "c.png"):
+        Image.new("RGB", (8, 8), (len(name), 0, 0)).save(folder / name)
+    return folder
+
+
+def test_a_json_table_labels_a_flat_folder_and_nested_records_inherit(tmp_path):
+    import json
+
+    folder = _flat_folder(tmp_path)
+    records = [{"image": "a.png", "category": "Flags", "name": "A"},
+               {"image": "b.png", "category": "People", "name": "B", "skin_variations": {"x": {"image": "b-tone.png"}}},
+               {"image": "c.png", "category": "Flags", "name": "C"}]
+    (tmp_path / "table.json").write_text(json.dumps(records))
+    table = labels_from_table(tmp_path / "table.json")
+    assert table == {"a.png": "Flags", "b.png": "People", "b-tone.png": "People", "c.png": "Flags"}
+    assert labels_from_table(tmp_path / "table.json", label_field="name")["b-tone.png"] == "B"
+    dataset = load_image_folder(folder, channels=3, height=8, width=8, labels=table, progress=False)
+    assert dataset.class_names == ["Flags", "People"]
+    assert [p.name for p in dataset.paths] == ["a.png", "b-tone.png", "b.png", "c.png"]
+    assert dataset.labels.tolist() == [0, 1, 1, 0]
+
+
+def test_a_csv_table_labels_a_flat_folder_and_every_image_needs_a_label(tmp_path):
+    from multigan.config import DataConfig
+    from multigan.registry import load_data
+
+    folder = _flat_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("image,kind\na.png,x\nb.png,y\nb-tone.png,y\nc.png,z\n")
+    cfg = DataConfig(source="folder", root=str(folder), channels=3, height=8, width=8,
+                     labels=str(tmp_path / "labels.csv"), label_field="kind")
+    dataset, _ = load_data(cfg, progress=False)
+    assert dataset.class_names == ["x", "y", "z"] and dataset.labels.tolist() == [0, 1, 1, 2]
+    (tmp_path / "short.csv").write_text("image,kind\na.png,x\n")
+    with pytest.raises(DataError, match="3 of 4 images .* have no label"):
+        load_data(dataclasses_replace(cfg, labels=str(tmp_path / "short.csv")), progress=False)
+    with pytest.raises(DataError, match="no records with both"):
+        labels_from_table(tmp_path / "labels.csv", label_field="category")
+    with pytest.raises(DataError, match="not found"):
+        labels_from_table(tmp_path / "absent.json")

@@ -308,3 +308,140 @@ def test_a_feature_network_is_not_taken_for_a_training_checkpoint():
 
     with pytest.raises(CheckpointError, match="is a feature network"):
         restore(ASSETS / "digit-classifier.pt")
+
+
+# The colour (emoji) classifier and the choice of feature network ---------------------------
+EMOJI_HELD_OUT_ACCURACY = None  # measured when the kept file was trained; filled in below
+
+
+@pytest.fixture(scope="module")
+def emoji(shared_data):
+    """All 3,786 Noto emoji at 64x64 on white, labelled by category, with each one's base emoji."""
+    from multigan.data.image_folder import labels_from_table, load_image_folder
+
+    root = shared_data / "emoji"
+    data = load_image_folder(root / "png", channels=3, height=64, width=64, background=(255, 255, 255),
+                             labels=labels_from_table(root / "emoji.json", label_field="category"), progress=False)
+    base = labels_from_table(root / "emoji.json", label_field="name")
+    return data, [base[p.name] for p in data.paths]
+
+
+def test_kept_emoji_classifier_on_held_out_emoji(emoji):
+    from multigan.metrics.features import ColourImages, split_by_group
+
+    data, groups = emoji
+    extractor = load_feature_net(ASSETS / "emoji-classifier.pt")
+    assert isinstance(extractor.input, ColourImages) and extractor.net.in_channels == 3
+    assert extractor.class_names == data.class_names and len(data.class_names) == 10
+    held = split_by_group(groups, 0.2, seed=0)  # recipes/images/train_classifier.py's defaults
+    assert 600 < int(held.sum()) < 900
+    _, probs = extractor.embed(extractor.input.inputs(data.images[held]))
+    accuracy = float((probs.argmax(1) == data.labels[held]).double().mean())
+    assert accuracy >= EMOJI_HELD_OUT_ACCURACY - 0.01
+    assert accuracy == pytest.approx(extractor.test_accuracy, abs=0.002), "the file's recorded accuracy does not hold"
+
+
+def test_split_by_group_keeps_groups_whole():
+    from multigan.metrics.features import split_by_group
+
+    groups = [f"g{i % 50}" for i in range(400)]  # 50 groups of 8
+    held = split_by_group(groups, 0.2, seed=3)
+    assert int(held.sum()) == 10 * 8
+    for g in set(groups):
+        sides = {bool(h) for h, name in zip(held, groups) if name == g}
+        assert len(sides) == 1, f"group {g} is split"
+    assert torch.equal(held, split_by_group(groups, 0.2, seed=3))
+    assert not torch.equal(held, split_by_group(groups, 0.2, seed=4))
+
+
+def test_colour_images_scale_and_resize():
+    from multigan.metrics.features import ColourImages
+
+    transform = ColourImages(64, 64)
+    images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    images[:, 0] = 255
+    x = transform.inputs(images)
+    assert x.shape == (2, 3, 64, 64) and x[:, 0].eq(1).all() and x[:, 1:].eq(-1).all()
+    small = transform.inputs(images[:, :, :32, :32])  # another size: resized to the network's own
+    assert small.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(small, x)
+    for shape in [(2, 1, 64, 64), (3, 64, 64)]:
+        with pytest.raises(DataError):
+            transform.inputs(torch.zeros(shape, dtype=torch.uint8))
+
+
+def test_save_and_load_keep_the_colour_input(tmp_path):
+    from multigan.metrics.features import ColourImages
+
+    torch.manual_seed(0)
+    net = FeatureNet(n_classes=3, width=4, feature_dim=8, in_channels=3).eval()
+    assert net.spec()["in_channels"] == 3
+    path = save_feature_net(tmp_path / "net.pt", net, ColourImages(32, 32), class_names=list("abc"),
+                            test_accuracy=0.7, trained_on="noise")
+    extractor = load_feature_net(path)
+    assert isinstance(extractor.input, ColourImages) and (extractor.input.height, extractor.input.width) == (32, 32)
+    assert extractor.trained_on == "noise"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(extractor.net(x), net(x))
+
+
+@pytest.mark.parametrize("modality, shape, name", [
+    ("image", (1, 28, 28), "digit-classifier.pt"),
+    ("image", (3, 64, 64), "emoji-classifier.pt"),
+    ("image", (3, 32, 48), "emoji-classifier.pt"),
+    ("mel", (1, 64, 64), "spoken-digit-classifier.pt"),
+    ("mel", (1, 80, 128), "spoken-digit-classifier.pt"),
+])
+def test_the_feature_network_follows_the_sample_shape(modality, shape, name):
+    from multigan.registry import feature_net_path
+
+    assert feature_net_path(modality, shape=shape) == ASSETS / name
+    other = ASSETS / "digit-classifier.pt" if name != "digit-classifier.pt" else ASSETS / "emoji-classifier.pt"
+    assert feature_net_path(modality, str(other), shape) == other  # --features wins
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 64), (1, 32, 32), (2, 28, 28)])
+def test_a_shape_without_a_feature_network_names_the_flag(shape):
+    from multigan.errors import ConfigError
+    from multigan.registry import feature_net_path
+
+    with pytest.raises(ConfigError, match="--features") as caught:
+        feature_net_path("image", shape=shape)
+    assert "\n" not in str(caught.value) and "x".join(map(str, shape)) in str(caught.value)
+
+
+def _grey_emoji(emoji) -> ImageTensorDataset:
+    """The emoji as grey 28x28 pictures: MNIST's shape, not its kind of data."""
+    data, _ = emoji
+    grey = F.interpolate(data.images.float().mean(1, keepdim=True), size=(28, 28), mode="area")
+    return ImageTensorDataset(grey.round().clamp(0, 255).to(torch.uint8))
+
+
+def test_the_digit_classifier_warns_on_grey_pictures_that_are_not_digits(emoji, mnist_test, tmp_path, monkeypatch,
+                                                                         caplog):
+    import logging
+
+    from multigan.config import EvalConfig
+    from multigan.modalities.image import ImageModality
+    from multigan.run import make_evaluator
+
+    monkeypatch.setenv("MULTIGAN_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="multigan"):
+        make_evaluator(EvalConfig(n=10), ImageModality(1, 28, 28), ImageTensorDataset(mnist_test.images[:2000]))
+    assert "evaluation features: digit-classifier.pt" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="multigan"):
+        make_evaluator(EvalConfig(n=10), ImageModality(1, 28, 28), _grey_emoji(emoji))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "features of digit-classifier.pt" in warnings[0] and "--features" in warnings[0]
+
+
+def test_the_emoji_classifier_does_not_warn_on_emoji(emoji):
+    from multigan.metrics.features import mismatch_warning
+
+    data, groups = emoji
+    extractor = load_feature_net(ASSETS / "emoji-classifier.pt")
+    _, probs = extractor.embed(extractor.input.inputs(data.images[::4]))
+    assert mismatch_warning(extractor, probs, "emoji-classifier.pt") is None

@@ -34,7 +34,7 @@ def _tiny() -> RunConfig:
     """The preset with tiny nets, a fast learning rate and frequent previews: a few seconds on a CPU."""
     cfg = images64()
     for key, value in {"model.g_width": 8, "model.d_width": 8, "model.z_dim": 16, "train.batch_size": 16,
-                       "train.preview_every": 20, "train.log_every": 10, "train.n_preview": 16,
+                       "train.preview_every": 50, "train.log_every": 10, "train.n_preview": 16,
                        "train.ema_decay": 0.0, "optim.lr_g": 2e-3, "optim.lr_d": 2e-3, "eval.n": 50}.items():
         cfg = cfg.override(key, value)
     return cfg
@@ -50,7 +50,7 @@ def run(emoji, tmp_path_factory) -> Path:
         mp.setattr(recipe, "images64", _tiny)
         mp.setenv("MULTIGAN_CACHE", str(work / "cache"))
         mp.chdir(work)  # the default run folder is relative: runs/images-64-<folder name>
-        assert recipe.main(["--data-root", str(emoji), "--steps", "60", "--device", "cpu", "--eval-every", "60"]) == 0
+        assert recipe.main(["--data-root", str(emoji), "--steps", "150", "--device", "cpu", "--eval-every", "150"]) == 0
     return work / "runs" / "images-64-emoji"
 
 
@@ -78,21 +78,22 @@ def test_samples_are_rgb_64x64_on_white(run):
     for path in samples:
         with Image.open(path) as im:
             assert (im.mode, im.size) == ("RGB", (64, 64)), path
-    # Where the emoji are transparent (their corners), the generator has learnt white, not black.
+    # Where the emoji are transparent (their corners), the generator has learnt white: 199 on average
+    # after these 150 steps; 43 with data.background=0,0,0, about 127 (grey) untrained.
     corners = np.concatenate([_corners(p) for p in samples])
-    assert corners.mean() > 200, corners.mean()
-    assert (corners.reshape(-1, 3).min(1) > 128).mean() > 0.9
+    assert corners.mean() > 170, corners.mean()
+    assert (corners.reshape(-1, 3).min(1) > 128).mean() > 0.9  # light in every channel: white, not a colour
 
 
 def test_previews_show_white_backgrounds_too(run):
     previews = sorted(p.name for p in (run / "previews").glob("*.png"))
-    assert previews == ["step-0000020.png", "step-0000040.png", "step-0000060.png"]
-    assert _corners(run / "previews" / "step-0000060.png").mean() > 200
+    assert previews == ["step-0000050.png", "step-0000100.png", "step-0000150.png"]
+    assert _corners(run / "previews" / "step-0000150.png").mean() > 170
 
 
 def test_evaluation_uses_the_colour_feature_network(run, emoji, tmp_path, monkeypatch):
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [60] and np.isfinite(metrics[0]["fid"])
+    assert [m["step"] for m in metrics] == [150] and np.isfinite(metrics[0]["fid"])
     monkeypatch.setenv("MULTIGAN_CACHE", str(tmp_path / "cache"))
     result = evaluate_checkpoint(run, n=50, data_root=str(emoji), progress=False)
     assert Path(result["features"]).name == "emoji-classifier.pt"

@@ -84,5 +84,5 @@ def test_an_install_from_the_wheel_evaluates_with_its_own_feature_networks(insta
 
 
 def test_a_missing_asset_names_what_is_there():
-    with pytest.raises(MultiganError, match="absent.pt .*digit-classifier.pt, spoken-digit-classifier.pt"):
+    with pytest.raises(MultiganError, match=r"absent.pt .*found: .*digit-classifier.pt.*spoken-digit-classifier.pt"):
         assets.path("absent.pt")

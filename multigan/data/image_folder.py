@@ -208,15 +208,17 @@ def labels_from_table(path: str | os.PathLike, key_field: str = "image", label_f
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"label table not found: {path}")
-    pairs: list[tuple[str, object]] = []
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            pairs = [(row.get(key_field), row.get(label_field)) for row in csv.DictReader(f)]
-    else:
-        try:
+    pairs: list[tuple[object, object]] = []
+    is_csv = path.suffix.lower() == ".csv"
+    try:
+        if is_csv:
+            with path.open(newline="", encoding="utf-8") as f:
+                pairs = [(row.get(key_field), row.get(label_field)) for row in csv.DictReader(f)]
+        else:
             records = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{path} is neither CSV nor JSON: {e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path} is not a {'CSV file with a header row' if is_csv else 'JSON file'}: {e}") from None
+    if not is_csv:
 
         def walk(node: object, inherited: object) -> None:
             if isinstance(node, dict):

@@ -328,3 +328,6 @@ def test_a_csv_table_labels_a_flat_folder_and_every_image_needs_a_label(tmp_path
         labels_from_table(tmp_path / "labels.csv", label_field="category")
     with pytest.raises(DataError, match="not found"):
         labels_from_table(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text("image,kind\na.png,x\n")
+    with pytest.raises(DataError, match="not a JSON file"):
+        labels_from_table(tmp_path / "bad.json")

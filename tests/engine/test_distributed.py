@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 from torch import nn
 
 from multigan.config import DataConfig, LossConfig, NetConfig, RunConfig, TrainConfig
@@ -186,3 +187,21 @@ def test_nccl_without_cuda_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(distributed.DistributedError, match="NCCL"):
         distributed.setup("cpu", backend="nccl")
+
+
+def test_torchrun_runs_the_command_line_on_two_ranks(tmp_path):
+    # The documented launch: torchrun --nproc-per-node=2 -m multigan train SETTINGS.
+    settings = tmp_path / "settings.json"
+    settings.write_text(_cfg(steps=4).override("data.root", str(tmp_path / "images")).to_json())
+    (tmp_path / "images").mkdir()
+    for i in range(32):
+        pixels = torch.randint(0, 256, (16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)).numpy()
+        Image.fromarray(pixels).save(tmp_path / "images" / f"{i:02d}.png")
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1", MULTIGAN_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port",
+                           str(_free_port()), "-m", "multigan", "train", str(settings), "--out", str(tmp_path / "run"),
+                           "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("checkpoint: ") == 1, "only rank 0 prints"
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 4
+    assert [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()] == [2, 4]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multigan.config import LOSS_KINDS
+from multigan.config import LOSS_KINDS, LOSS_TERMS
 from multigan.engine.losses import LOSSES
 
 # Raw D outputs [B]; include large magnitudes where a naive log(sigmoid) would be inexact.
@@ -114,3 +114,18 @@ def test_raw_score_is_the_mean_output(kind):
     s = LOSSES[kind]().score(out)
     assert not s.requires_grad
     assert s.item() == pytest.approx(1.0)
+
+
+def test_every_term_the_loss_object_returns_is_a_weight_and_a_log_key():
+    from multigan.engine.losses import GANLoss
+
+    names = {t for terms in GANLoss.TERMS.values() for t in terms}
+    assert names == set(LOSS_TERMS)
+
+
+def test_unknown_loss_terms_are_refused_when_the_settings_are_made():
+    from multigan.config import LossConfig
+    from multigan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown terms"):
+        LossConfig(weights={"feature_matching": 1.0})

@@ -133,15 +133,6 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def all_true(flag: torch.Tensor | bool, world: World, device: torch.device) -> bool:
-    """True when `flag` holds on every rank (one all-reduce; a plain bool outside torchrun)."""
-    if world.size == 1:
-        return bool(flag)
-    t = torch.as_tensor(flag, device=device).to(torch.int32).reshape(1)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
 def any_true(flag: bool, world: World, device: torch.device) -> bool:
     """True when `flag` holds on some rank."""
     if world.size == 1:

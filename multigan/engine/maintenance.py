@@ -26,6 +26,7 @@ from torch import Tensor
 
 from multigan.atomic import atomic_write_text, remove_stale_temps
 from multigan.engine import checkpoint as ckpt
+from multigan.engine import distributed
 from multigan.engine.distributed import World
 from multigan.errors import CheckpointError, MultiganError
 
@@ -226,9 +227,8 @@ class LogWindow:
     def record(self, step: int, world: World) -> dict[str, float]:
         names = list(self.values)
         means = torch.stack([torch.stack(self.values[k]).float().mean() for k in names]) if names else None
-        if means is not None and world.size > 1:
-            torch.distributed.all_reduce(means)
-            means /= world.size
+        if means is not None:
+            distributed.mean(means, world)
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         record: dict[str, float] = {"step": step, "time": time.time(), "img_per_s": self.samples / elapsed}
         record.update(zip(names, means.tolist() if means is not None else []))

@@ -7,10 +7,13 @@ the modality adapter.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -33,6 +36,13 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def setting(default: Any = dataclasses.MISSING, text: str = "", *, factory: Callable[[], Any] | None = None):
+    """A dataclass field with one line of help, which `settings_table` (and `multigan settings`) shows."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
 GL_INITS = ("pghi", "random", "zeros")  # see multigan/audio/griffin_lim.py
 
 
@@ -43,25 +53,26 @@ class AudioConfig:
     One sample is `frames` STFT frames, (frames - 1) * hop_length audio samples.
     """
 
-    sample_rate: int = 8000
-    n_fft: int = 512
-    hop_length: int = 128
-    n_mels: int = 64
-    frames: int = 64
-    fmin: float = 0.0
-    fmax: float | None = None  # None: sample_rate / 2
-    htk: bool = False  # HTK mel scale instead of Slaney's
-    trim_db: float | None = 60.0  # trim leading/trailing audio this far below the peak; None keeps it
-    clip_k: float = 3.0  # normalised log-mel is clipped at k standard deviations, then scaled to [-1, 1]
-    gl_iter: int = 32
-    gl_momentum: float = 0.99
-    gl_init: str = "pghi"  # phase-gradient initial phase: about half the spectral error of random at 32 iterations
+    sample_rate: int = setting(8000, "Hz: clips are resampled to this rate, and WAVs are written at it")
+    n_fft: int = setting(512, "STFT window and FFT size, in audio samples")
+    hop_length: int = setting(128, "STFT hop, in audio samples")
+    n_mels: int = setting(64, "mel bins: the height of a spectrogram")
+    frames: int = setting(64, "STFT frames of one sample: the width of a spectrogram")
+    fmin: float = setting(0.0, "lowest frequency of the mel filters, Hz")
+    fmax: float | None = setting(None, "highest frequency of the mel filters, Hz; None: sample_rate / 2")
+    htk: bool = setting(False, "HTK mel scale instead of Slaney's")
+    trim_db: float | None = setting(60.0, "trim leading/trailing audio this far (dB) below the peak; None keeps it")
+    clip_k: float = setting(3.0, "normalised log-mel is clipped at k standard deviations, then scaled to [-1, 1]")
+    gl_iter: int = setting(32, "Griffin-Lim iterations")
+    gl_momentum: float = setting(0.99, "Griffin-Lim momentum (fast Griffin-Lim; 0: the classic algorithm)")
+    gl_init: str = setting("pghi", f"Griffin-Lim's initial phase: {', '.join(GL_INITS)}; pghi (phase gradient) "
+                                   "has about half the spectral error of random at 32 iterations")
     # Source files outside these bounds are skipped before decoding: a bogus header rate
     # (1 Hz) would otherwise resample 200 KB into GBs, and one long file would swamp the data.
-    min_source_rate: int = 4000  # Hz, as the file's header gives it
-    max_source_rate: int = 192_000
-    max_seconds: float = 60.0  # duration of the source file
-    min_frames: int = 5  # clips shorter than this many STFT frames after trimming are skipped
+    min_source_rate: int = setting(4000, "source files whose header gives a lower rate (Hz) are skipped")
+    max_source_rate: int = setting(192_000, "source files whose header gives a higher rate (Hz) are skipped")
+    max_seconds: float = setting(60.0, "source files longer than this (seconds) are skipped")
+    min_frames: int = setting(5, "clips shorter than this many STFT frames after trimming are skipped")
 
     def __post_init__(self):
         _check(self.sample_rate >= 1000, f"data.audio.sample_rate must be >= 1000, got {self.sample_rate}")
@@ -98,20 +109,20 @@ class AudioConfig:
 class DataConfig:
     """What to train on. `modality` and `source` are names the library's registry resolves."""
 
-    modality: str = "image"
-    source: str = "mnist"  # "mnist" or "folder"
-    root: str | None = None  # dataset folder; None lets MNIST resolve on its own
-    channels: int = 1
-    height: int = 28
-    width: int = 28
-    num_workers: int = 0
-    audio: AudioConfig | None = None  # the mel modality's settings
-    # RGB that transparent pixels of image files are composited on (emoji, icons, logos)
-    background: tuple[int, int, int] = (255, 255, 255)
-    # A CSV or JSON table that labels the images of a flat folder (multigan.data.image_folder.labels_from_table):
-    # its `image` field names the file, `label_field` the class. None: labels from sub-folders, if any.
-    labels: str | None = None
-    label_field: str = "category"
+    modality: str = setting("image", "the data kind, which picks the adapter: image or mel")
+    source: str = setting("mnist", "mnist, or folder (the files under data.root)")
+    root: str | None = setting(None, "dataset folder, stored absolute when a run starts; None lets MNIST resolve on its own")
+    channels: int = setting(1, "image channels: 1 (grey) or 3 (RGB)")
+    height: int = setting(28, "image height in pixels")
+    width: int = setting(28, "image width in pixels")
+    num_workers: int = setting(0, "data loader worker processes; 0 loads in the training process")
+    audio: AudioConfig | None = setting(None, "the mel modality's settings")
+    background: tuple[int, int, int] = setting((255, 255, 255), "RGB that transparent pixels of image files are "
+                                                                "composited on (emoji, icons, logos)")
+    # See multigan.data.image_folder.labels_from_table.
+    labels: str | None = setting(None, "a CSV or JSON table that labels the images of a flat folder: its `image` "
+                                       "field names the file; None: labels from sub-folders, if any")
+    label_field: str = setting("category", "the field of the data.labels table that holds the class")
 
     def __post_init__(self):
         _check(self.channels in (1, 3), f"data.channels must be 1 or 3, got {self.channels}")
@@ -132,10 +143,10 @@ class ResNetConfig:
     has no batch norm). Widths double at each coarser scale, up to `max_width`.
     """
 
-    g_width: int = 64  # channels of G's last residual block
-    d_width: int = 64  # channels of D's first residual block
-    max_width: int = 512
-    depth: int = 1  # residual blocks per scale: the first one resamples, the others keep the size
+    g_width: int = setting(64, "channels of G's last residual block")
+    d_width: int = setting(64, "channels of D's first residual block")
+    max_width: int = setting(512, "widths double at each coarser scale, up to this")
+    depth: int = setting(1, "residual blocks per scale: the first one resamples, the others keep the size")
 
     def __post_init__(self):
         _check(min(self.g_width, self.d_width, self.max_width) >= 1, "model.resnet widths must be >= 1")
@@ -149,20 +160,20 @@ class ResNetConfig:
 class NetConfig:
     """Generator and discriminator architecture."""
 
-    family: str = "dcgan"
-    z_dim: int = 100
-    g_width: int = 64  # channels of G's last hidden layer; doubles at each coarser scale
-    d_width: int = 64  # channels of D's first layer; doubles at each coarser scale
-    max_width: int = 512
-    depth: int = 0  # extra 3x3 convolutions at each scale of G and D, beyond DCGAN's one per scale
-    # > 0: G and D are conditioned on the dataset's labels; 0: unconditional;
-    # -1: as many classes as the data's labels, unconditional when it has none
-    n_classes: int = 0
-    d_norm: str = "batch"
-    g_norm: str = "batch"  # "layer" or "none": a G whose output does not depend on the rest of its batch
-    spectral_norm: bool = False  # spectral normalisation on every D layer (Miyato et al. 2018)
-    sync_bn: bool = False  # under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)
-    resnet: ResNetConfig | None = None  # model.family=resnet's own settings; None: their defaults
+    family: str = setting("dcgan", "network family: dcgan or resnet (model.resnet.*)")
+    z_dim: int = setting(100, "length of the noise vector z")
+    g_width: int = setting(64, "channels of G's last hidden layer; doubles at each coarser scale")
+    d_width: int = setting(64, "channels of D's first layer; doubles at each coarser scale")
+    max_width: int = setting(512, "widths double at each coarser scale, up to this")
+    depth: int = setting(0, "extra 3x3 convolutions at each scale of G and D, beyond DCGAN's one per scale")
+    n_classes: int = setting(0, "> 0: G and D are conditioned on the dataset's labels; 0: unconditional; "
+                                "-1: as many classes as the data's labels, unconditional when it has none")
+    d_norm: str = setting("batch", f"normalisation in D: {', '.join(D_NORMS)}")
+    g_norm: str = setting("batch", f"normalisation in G: {', '.join(G_NORMS)}; layer or none: a G whose output "
+                                   "does not depend on the rest of its batch")
+    spectral_norm: bool = setting(False, "spectral normalisation on every D layer (Miyato et al. 2018)")
+    sync_bn: bool = setting(False, "under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)")
+    resnet: ResNetConfig | None = setting(None, "model.family=resnet's own settings; None: their defaults")
 
     def __post_init__(self):
         _check(self.z_dim >= 1, f"model.z_dim must be >= 1, got {self.z_dim}")
@@ -182,14 +193,16 @@ class NetConfig:
 class LossConfig:
     """Adversarial loss and the weight of each term (the keys are also log keys)."""
 
-    kind: str = "nonsaturating"
-    weights: Mapping[str, float] = field(default_factory=lambda: {"d_adv": 1.0, "g_adv": 1.0, "gp": 0.0, "r1": 0.0})
-    # Lazy regularisation (StyleGAN2): the penalties run every `reg_every` steps in a
-    # phase of their own, scaled by `reg_every`; 1 computes them in every D step.
-    reg_every: int = 1
-    # Differentiable augmentation (DiffAugment): the probability that each of the adapter's
-    # augmentations touches each example D sees, real or generated; 0 turns it off.
-    augment: float = 0.0
+    kind: str = setting("nonsaturating", f"adversarial loss: {', '.join(LOSS_KINDS)}")
+    weights: Mapping[str, float] = setting(
+        factory=lambda: {"d_adv": 1.0, "g_adv": 1.0, "gp": 0.0, "r1": 0.0},
+        text=f"weight of each term ({', '.join(LOSS_TERMS)}), as JSON; the keys are also the log's keys")
+    # Lazy regularisation (StyleGAN2).
+    reg_every: int = setting(1, "the penalties run every N steps in a phase of their own, scaled by N; "
+                                "1 computes them in every D step")
+    # Differentiable augmentation (DiffAugment).
+    augment: float = setting(0.0, "the probability that each of the adapter's augmentations touches each "
+                                  "example D sees, real or generated; 0 turns it off")
 
     def __post_init__(self):
         _check(self.kind in LOSS_KINDS, f"loss.kind must be one of {LOSS_KINDS}, got {self.kind!r}")
@@ -207,12 +220,12 @@ class LossConfig:
 class OptimConfig:
     """Optimisers of G and D (the same kind for both, separate learning rates)."""
 
-    name: str = "adam"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam
-    momentum: float = 0.0  # SGD and RMSprop
-    weight_decay: float = 0.0  # L2 term added to the gradient
+    name: str = setting("adam", f"optimiser of G and D: {', '.join(OPTIMIZERS)}")
+    lr_g: float = setting(2e-4, "G's learning rate")
+    lr_d: float = setting(2e-4, "D's learning rate")
+    betas: tuple[float, float] = setting((0.5, 0.999), "Adam's betas")
+    momentum: float = setting(0.0, "momentum of SGD and RMSprop")
+    weight_decay: float = setting(0.0, "L2 term added to the gradient")
 
     def __post_init__(self):
         _check(self.name in OPTIMIZERS, f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
@@ -226,34 +239,34 @@ class OptimConfig:
 class TrainConfig:
     """The loop: how long, how often to do maintenance, where, how reproducibly."""
 
-    steps: int = 2000  # generator steps
-    batch_size: int = 64
-    n_critic: int = 1  # discriminator steps per generator step
-    ema_decay: float = 0.999  # EMA of G's weights; 0 disables averaging
-    ema_rampup: int = 100  # steps over which the EMA decay ramps up (pure function of step)
-    seed: int = 0
-    device: str = "auto"
-    # Autocast dtype of the forward passes: bf16 on CUDA and CPU, fp16 (with a
-    # GradScaler) on CUDA only; penalties stay in fp32.
-    precision: str = "fp32"
-    compile: bool = False  # torch.compile G and D for the training steps
-    channels_last: bool = False  # NHWC memory layout for G, D and the batches
-    # CPU threads: 0 follows the cores other processes leave free (up to torch's count), re-checked
-    # every 2 s; N fixes N threads (fix it for bitwise reproducibility whatever the machine's load).
-    threads: int = 0
-    log_every: int = 10
-    preview_every: int = 200
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    n_preview: int = 64
+    steps: int = setting(2000, "generator steps")
+    batch_size: int = setting(64, "examples per step")
+    n_critic: int = setting(1, "discriminator steps per generator step")
+    ema_decay: float = setting(0.999, "EMA of G's weights; 0 disables averaging")
+    ema_rampup: int = setting(100, "steps over which the EMA decay ramps up (pure function of step)")
+    seed: int = setting(0, "seed of the initial weights, the noise and the data order")
+    device: str = setting("auto", f"{', '.join(DEVICES)}; auto: cuda, then mps, then cpu")
+    precision: str = setting("fp32", "autocast dtype of the forward passes: fp32, bf16 (CUDA and CPU) or fp16 "
+                                     "(with a GradScaler, CUDA only); penalties stay in fp32")
+    compile: bool = setting(False, "torch.compile G and D for the training steps")
+    channels_last: bool = setting(False, "NHWC memory layout for G, D and the batches")
+    threads: int = setting(0, "CPU threads: 0 follows the cores other processes leave free (up to torch's count), "
+                              "re-checked every 2 s; N fixes N (fix it for bitwise reproducibility)")
+    log_every: int = setting(10, "steps between lines of log.jsonl")
+    preview_every: int = setting(200, "steps between preview grids (previews/)")
+    checkpoint_every: int = setting(500, "steps between checkpoints")
+    keep_checkpoints: int = setting(3, "step checkpoints kept (latest.pt and best.pt aside)")
+    n_preview: int = setting(64, "samples in a preview grid")
     # Guard against divergence: on non-finite losses or weights, go back to the
     # last good state with the learning rates times `nan_lr_factor`; stop after
     # `nan_retries` such restarts.
-    nan_lr_factor: float = 0.5
-    nan_retries: int = 3
+    nan_lr_factor: float = setting(0.5, "after a divergence, the learning rates are multiplied by this")
+    nan_retries: int = setting(3, "restarts from the last good state before a diverging run stops")
     # Finite but diverged: a loss or a weight (absolute value) above these is treated like a NaN.
-    max_loss: float = 1e5
-    max_weight: float = 1e4
+    max_loss: float = setting(1e5, "a loss above this counts as diverged")
+    max_weight: float = setting(1e4, "a weight (absolute value) above this counts as diverged")
+    tensorboard: bool = setting(False, "event files in RUN/tensorboard (scalars, previews); "
+                                       "needs pip install 'multigan[tensorboard]'")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "n_critic", "log_every", "preview_every", "checkpoint_every", "keep_checkpoints", "n_preview"):
@@ -272,10 +285,10 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation during training on a feature network (see multigan/metrics/)."""
 
-    every: int = 0  # steps between evaluations; 0: never
-    n: int = 2000  # generated samples per evaluation
-    features: str = ""  # a feature network file; "": the one multigan/assets/ holds for the modality
-    batch_size: int = 250
+    every: int = setting(0, "steps between evaluations; 0: never")
+    n: int = setting(2000, "generated samples per evaluation")
+    features: str = setting("", 'a feature network file; "": the one multigan/assets/ holds for the modality')
+    batch_size: int = setting(250, "generated samples per batch of the evaluation")
 
     def __post_init__(self):
         _check(self.every >= 0, f"eval.every must be >= 0 (0: no evaluation), got {self.every}")
@@ -287,13 +300,13 @@ class EvalConfig:
 class RunConfig:
     """One training run: everything needed to rebuild it."""
 
-    name: str = "run"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: NetConfig = field(default_factory=NetConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = setting("run", "the run's name; its folder is runs/NAME unless told otherwise")
+    data: DataConfig = setting(factory=DataConfig, text="what to train on")
+    model: NetConfig = setting(factory=NetConfig, text="G and D")
+    loss: LossConfig = setting(factory=LossConfig, text="the adversarial loss and its terms")
+    optim: OptimConfig = setting(factory=OptimConfig, text="the optimisers")
+    train: TrainConfig = setting(factory=TrainConfig, text="the loop")
+    eval: EvalConfig = setting(factory=EvalConfig, text="evaluation during training")
 
     def __post_init__(self):
         penalty = self.loss.weights["gp"] > 0
@@ -334,6 +347,18 @@ class RunConfig:
         """A copy with one setting changed, e.g. `override("train.steps", 100)`."""
         return replace_setting(self, dotted, value)
 
+    def with_absolute_paths(self) -> RunConfig:
+        """A copy whose file paths (data.root, data.labels, eval.features) are absolute.
+
+        A run stores its settings this way, so that `evaluate` and `--resume`
+        find its data from any working directory.
+        """
+        def absolute(path):
+            return os.path.abspath(os.path.expanduser(path)) if path else path
+
+        data = dataclasses.replace(self.data, root=absolute(self.data.root), labels=absolute(self.data.labels))
+        return dataclasses.replace(self, data=data, eval=dataclasses.replace(self.eval, features=absolute(self.eval.features)))
+
 
 def _upgrade(data: Any) -> Any:
     """Settings written by older versions, in today's names: `train.amp: true` is fp16."""
@@ -369,31 +394,84 @@ def replace_setting(obj, dotted: str, value: Any):
     """
     if dotted == "train.amp":  # the older name of precision=fp16
         return _override(obj, ["train", "precision"], "fp16" if _coerce(bool, value, dotted) else "fp32", "")
+    keys = setting_keys(type(obj))
+    if dotted not in keys:
+        raise ConfigError(f"unknown setting {dotted!r}{_did_you_mean(dotted, keys)}")
     return _override(obj, dotted.split("."), value, "")
 
 
 def _override(obj, keys: list[str], value: Any, prefix: str):
-    """A copy of dataclass `obj` with the setting at path `keys` replaced."""
+    """A copy of dataclass `obj` with the setting at path `keys` (a known one) replaced."""
     key, rest = keys[0], keys[1:]
+    hint = typing.get_type_hints(type(obj))[key]
     if not rest:
-        return _replace(obj, key, value, prefix)
-    if not dataclasses.is_dataclass(obj) or key not in _field_names(type(obj)):
-        raise ConfigError(f"unknown setting {prefix + '.'.join(keys)!r}")
+        return dataclasses.replace(obj, **{key: _coerce(hint, value, prefix + key)})
     child = getattr(obj, key)
     if child is None:  # an optional section not set yet: start from its defaults
-        hint = typing.get_type_hints(type(obj))[key]
-        cls = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)
-        if cls is None:
-            raise ConfigError(f"unknown setting {prefix + '.'.join(keys)!r}")
-        child = cls()
+        child = _section(hint)()
     return dataclasses.replace(obj, **{key: _override(child, rest, value, prefix + key + ".")})
 
 
-def _replace(obj, key: str, value: Any, prefix: str):
-    if obj is None or not dataclasses.is_dataclass(obj) or key not in _field_names(type(obj)):
-        raise ConfigError(f"unknown setting {prefix + key!r}")
-    hints = typing.get_type_hints(type(obj))
-    return dataclasses.replace(obj, **{key: _coerce(hints[key], value, prefix + key)})
+def _section(tp) -> type | None:
+    """The settings class of a section's annotation (`NetConfig`, `AudioConfig | None`); None for a plain setting."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    return next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+
+
+@functools.cache
+def setting_keys(cls: type) -> tuple[str, ...]:
+    """Every dotted key that `replace_setting` accepts on a `cls`: its sections and the settings in them."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for name in _field_names(cls):
+        keys.append(name)
+        section = _section(hints[name])
+        if section is not None:
+            keys += [f"{name}.{key}" for key in setting_keys(section)]
+    return tuple(keys)
+
+
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(key, known, n=3)
+    return f" (did you mean {' or '.join(repr(k) for k in close)}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of `settings_table`."""
+
+    key: str  # dotted, as --set takes it
+    type: str
+    value: Any  # as JSON writes it
+    help: str
+
+
+def settings_table(cfg: RunConfig | None = None) -> list[Setting]:
+    """Every setting below the sections, with its type, its value in `cfg` (the defaults when None) and its help.
+
+    An optional section that `cfg` leaves unset (data.audio of an image run)
+    shows its defaults: the values `--set` starts from.
+    """
+    return list(_rows(RunConfig, cfg if cfg is not None else RunConfig(), ""))
+
+
+def _rows(cls: type, obj, prefix: str) -> Iterator[Setting]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        section = _section(hints[f.name])
+        if section is not None:
+            child = getattr(obj, f.name)
+            yield from _rows(section, child if child is not None else section(), prefix + f.name + ".")
+        else:
+            yield Setting(prefix + f.name, _type_name(hints[f.name]), _plain(getattr(obj, f.name)), f.metadata.get("help", ""))
+
+
+def _type_name(tp) -> str:
+    """`int`, `float | None`, `tuple[int, int, int]`, `Mapping[str, float]`."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
 
 
 def _from_dict(cls, data: Any, prefix: str):
@@ -401,9 +479,10 @@ def _from_dict(cls, data: Any, prefix: str):
         raise ConfigError(f"{prefix or 'settings'} must be a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = _field_names(cls)
-    unknown = set(data) - set(names)
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {sorted(prefix + k for k in unknown)}")
+        hint = _did_you_mean(unknown[0], names) if len(unknown) == 1 else ""
+        raise ConfigError(f"unknown setting(s) {[prefix + k for k in unknown]}{hint}")
     kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
     return cls(**kwargs)
 

@@ -29,6 +29,17 @@ _NOT_METRICS = {"step", "time", "n", "seconds"}
 _SPREAD_SUFFIXES = ("_std", "_se")  # kid_std, classifier_score_se: shown beside their metric
 _LOG_SCALE_METRICS = {"fid", "kid"}
 _SAMPLE_FOLDERS = ("samples", "generated")
+GENERATIONS = "generations.json"  # in a run folder: every folder `multigan generate` wrote samples of the run to
+_PLOT_CAPTIONS = {
+    "losses.png": "What each network minimises at each log line; a total is its adversarial term plus the "
+                  "weighted penalties.",
+    "scores.png": "D's mean output on a real batch and on a generated one: a probability for the classifier "
+                  "losses, the raw critic value otherwise.",
+    "grad_norms.png": "Norm of each network's gradient at its optimiser step, on a log scale.",
+    "throughput.png": "Real examples trained on per second of wall time.",
+    "metrics.png": "Figures of samples of the EMA generator at each evaluation; bars show the spread where "
+                   "one was measured.",
+}
 _BAD = ' class="bad"'
 _PREVIEW_NAME = re.compile(r"step-(\d+)\.png")
 _CHECKPOINT_NAME = re.compile(r"step-(\d+)\.pt")
@@ -245,7 +256,7 @@ def _plots(log: list[dict], metrics: list[dict], best_step: float | None, plot_d
                 ax.set_yscale("log")
             if best_step is not None:
                 ax.axvline(best_step, color="#cf222e", ls="--", lw=0.9)
-            ax.set_title(key, fontsize="medium")
+            ax.set_title(_metric_title(key), fontsize="medium")
             ax.tick_params(labelsize="small")
             ax.grid(alpha=0.3)
         fig.savefig(plot_dir / "metrics.png")
@@ -265,10 +276,55 @@ def _metric_names(metrics: list[dict]) -> list[str]:
 
 
 def _spread(record: dict, key: str) -> float | None:
+    """The measured spread of `key`, None where there is none: a KID of one subset has none to measure."""
     for suffix in _SPREAD_SUFFIXES:
         if (s := _number(record.get(key + suffix))) is not None:
-            return s
+            return None if s == 0 and "kid" in key else s  # files of older versions wrote 0.0 for one subset
     return None
+
+
+def _metric_names_and_spreads() -> tuple[dict[str, tuple[str, bool]], dict[str, str]]:
+    # Imported here: the rest of the page needs no torch.
+    from multigan.metrics.evaluate import METRICS, SPREADS
+
+    return METRICS, SPREADS
+
+
+def _metric_title(key: str) -> str:
+    """"FID (lower is better)" for "fid"; a key the library does not name is shown with spaces."""
+    names, _ = _metric_names_and_spreads()
+    if key not in names:
+        return key.replace("_", " ")
+    label, lower = names[key]
+    return f"{label} ({'lower' if lower else 'higher'} is better)"
+
+
+def _metric_value(record: dict, key: str) -> str:
+    """The escaped figure with its spread: "0.03 ± 0.002", or "± n/a" for a metric whose spread was not measured."""
+    _, spreads = _metric_names_and_spreads()
+    text = _e(_fmt(record[key]))
+    spread = _spread(record, key)
+    if spread is not None:
+        return text + f" ± {_e(_fmt(spread))}"
+    if key in spreads or any(key + suffix in record for suffix in _SPREAD_SUFFIXES):
+        return text + " ± n/a"
+    return text
+
+
+def _metric_keys(record: dict, known_only: bool = False) -> list[str]:
+    """The metrics in `record`: the library's, in its order, then (unless `known_only`) other numbers."""
+    names, spreads = _metric_names_and_spreads()
+    keys = [k for k in names if k in record]
+    if not known_only:
+        spread_keys = set(spreads.values()) | {k + s for k in record for s in _SPREAD_SUFFIXES}
+        keys += [k for k in record if k not in names and k not in spread_keys and k not in _NOT_METRICS
+                 and _number(record[k]) is not None]
+    return keys
+
+
+def _metric_rows(record: dict, keys: list[str]) -> list[tuple[str, str]]:
+    """Rows of (title, figure ± spread)."""
+    return [(_e(_metric_title(k)), _metric_value(record, k)) for k in keys]
 
 
 # HTML ---------------------------------------------------------------------
@@ -370,9 +426,9 @@ def _curves(plots: list[tuple[str, Path]], best_step: float | None, page: _Page)
         parts.append('<p class="note">No log lines yet.</p>')
     figures = []
     for title, path in plots:
-        caption = _e(title)
+        caption = _e(_PLOT_CAPTIONS.get(path.name, ""))  # the title is in the picture: the caption says more
         if path.name == "metrics.png" and best_step is not None:
-            caption += f"; dashed line: the best checkpoint (step {best_step:,.0f})"
+            caption += f" Dashed line: the best checkpoint (step {best_step:,.0f})."
         figures.append(f"<figure>{page.image(path, title)}<figcaption>{caption}</figcaption></figure>")
     parts.append('<div class="plots">' + "".join(figures) + "</div>")
     parts.append('<p class="note">Non-finite values (NaN, inf) are left out of the curves; a faint red band marks '
@@ -391,19 +447,16 @@ def _metrics(metrics: list[dict], evaluation: Any) -> str:
             about.append(f"took {last['seconds']:.1f} s")
         if last.get("time") is not None:
             about.append(_when(last.get("time")))
-        rows = []
-        for k, v in last.items():
-            if k in _NOT_METRICS or any(k.endswith(s) and k[:-len(s)] in last for s in _SPREAD_SUFFIXES):
-                continue  # a spread is shown beside its metric
-            spread = _spread(last, k)
-            rows.append((_e(k), _e(_fmt(v)) + (f" ± {_e(_fmt(spread))}" if spread is not None else "")))
         parts.append(f'<p class="note">{_e(", ".join(about))}; {len(metrics)} evaluations in all.</p>')
-        parts.append(_table(rows))
+        parts.append(_table(_metric_rows(last, _metric_keys(last))))
     else:
         parts.append('<p class="note">No metrics.jsonl: the run has not been evaluated during training.</p>')
     if isinstance(evaluation, dict):
-        rows = [(_e(k), _e(_fmt(v))) for k, v in evaluation.items()
-                if v is None or isinstance(v, (str, int, float, bool))]
+        shown = _metric_keys(evaluation, known_only=True)
+        rows = _metric_rows(evaluation, shown)
+        hidden = set(shown) | {k + s for k in shown for s in _SPREAD_SUFFIXES}
+        rows += [(_e(k), _e(_fmt(v))) for k, v in evaluation.items()
+                 if k not in hidden and (v is None or isinstance(v, (str, int, float, bool)))]
         parts.append("<h3>evaluation.json</h3>" + _table(rows))
     parts.append("</section>")
     return "\n".join(parts)
@@ -453,17 +506,53 @@ def _previews(folder: Path, page: _Page) -> str:
     return "\n".join(parts)
 
 
+def _sample_folders(run: Path) -> list[Path]:
+    """RUN/samples, RUN/generated and every other folder `multigan generate` recorded for the run, once each."""
+    recorded = _read_json(run / GENERATIONS)
+    recorded = recorded.get("folders") if isinstance(recorded, dict) else None
+    candidates = [run / name for name in _SAMPLE_FOLDERS]
+    candidates += [run / f for f in recorded if isinstance(f, str)] if isinstance(recorded, list) else []
+    folders, seen = [], set()
+    for folder in candidates:  # a relative entry is taken from the run folder; absolute ones stay as they are
+        key = os.path.realpath(folder)
+        if key not in seen and folder.is_dir():
+            seen.add(key)
+            folders.append(folder)
+    return folders
+
+
+def _label_captions(record: Any) -> dict[int, str]:
+    """Sample number -> "class k" from generation.json, for samples drawn one per label."""
+    if not isinstance(record, dict) or record.get("interpolate") or not isinstance(record.get("labels"), list):
+        return {}
+    return {i: f"class {k}" for i, k in enumerate(record["labels"])}
+
+
+def _about(record: dict) -> str:
+    about = [f"{k} {_fmt(record[k])}" for k in ("step", "seed", "n", "truncation", "created")
+             if record.get(k) is not None]
+    if record.get("interpolate"):
+        about.insert(0, f"{_fmt(record.get('walks'))} latent walks of {_fmt(record['interpolate'])} steps")
+        if isinstance(record.get("labels"), list):
+            about.append("rows of classes " + ", ".join(map(str, record["labels"])))
+    return ", ".join(about)
+
+
 def _samples(run: Path, page: _Page) -> str:
     parts = ['<section id="samples"><h2>Samples</h2>']
-    folders = [run / name for name in _SAMPLE_FOLDERS if (run / name).is_dir()]
+    folders = _sample_folders(run)
     if not folders:
         parts.append('<p class="note">No samples: write some with <code>multigan generate</code>.</p>')
     for folder in folders:
-        parts.append(f"<h3>{_e(folder.name)}/</h3>")
+        try:
+            name = folder.resolve().relative_to(run.resolve()).as_posix()
+        except ValueError:  # written outside the run folder
+            name = os.path.abspath(folder)
+        parts.append(f"<h3>{_e(name)}/</h3>")
         record = _read_json(folder / "generation.json")
+        captions = _label_captions(record)
         if isinstance(record, dict):
-            about = ", ".join(f"{k} {_fmt(record[k])}" for k in ("step", "seed", "n", "created") if k in record)
-            parts.append(f'<p class="note">{_e(about)}</p>')
+            parts.append(f'<p class="note">{_e(_about(record))}</p>')
         for grid in sorted(folder.glob("*-grid.png")):
             parts.append(f'<figure>{page.image(grid, f"{folder.name}: {grid.name}", "px wide")}'
                          f"<figcaption>{_e(grid.name)}</figcaption></figure>")
@@ -478,7 +567,10 @@ def _samples(run: Path, page: _Page) -> str:
             png = item.with_suffix(".png")
             thumb = page.image(png, f"spectrogram of {item.name}" if wavs else item.name, "px") if png.is_file() else ""
             player = page.audio(item) if wavs else ""
-            cells.append(f"<figure>{thumb}<figcaption>{_e(item.name)}</figcaption>{player}</figure>")
+            number = re.search(r"-(\d+)$", item.stem)
+            caption = item.name + (f" · {captions[int(number.group(1))]}"
+                                   if number and int(number.group(1)) in captions else "")
+            cells.append(f"<figure>{thumb}<figcaption>{_e(caption)}</figcaption>{player}</figure>")
         if cells:
             parts.append('<div class="grid">' + "".join(cells) + "</div>")
     parts.append("</section>")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,3 +53,19 @@ def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
     except (KeyError, RuntimeError, ConfigError) as e:
         raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
     return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path)
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint holds, as `multigan info` shows it: step, modality, sample shape, generator, settings."""
+    r = restore(path)
+    n_params = sum(p.numel() for p in r.G.parameters())
+    return {
+        "checkpoint": str(r.path),
+        "step": r.step,
+        "of_steps": r.config.train.steps,
+        "modality": r.modality.name,
+        "sample_shape": list(r.modality.shape),
+        "generator": f"{r.config.model.family}, {n_params:,} parameters",
+        "loss": r.config.loss.kind,
+        "settings": r.config.to_dict(),
+    }

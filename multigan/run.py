@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ import torch
 from multigan.config import EvalConfig, RunConfig
 from multigan.engine import distributed
 from multigan.engine.protocol import Modality
-from multigan.errors import ConfigError
+from multigan.engine.checkpoint import latest_checkpoint, load_checkpoint
+from multigan.errors import CheckpointError, ConfigError
 from multigan.registry import (FEATURE_INPUTS, build_nets, check_net_size, feature_net_path, load_data,
                                modality_from_state)
 from multigan.restore import restore
@@ -43,22 +45,57 @@ def resolve(cfg: RunConfig, dataset) -> RunConfig:
     return cfg
 
 
+def start_settings(base: RunConfig, out_dir: str | Path, resume: str | Path | None) -> tuple[RunConfig, Path | None]:
+    """The settings a run starts from, and the checkpoint it continues (None: a fresh run).
+
+    `resume` is None, "latest" (the newest checkpoint in `out_dir`) or a
+    checkpoint file. A resumed run goes on with its checkpoint's settings,
+    not `base`: the caller's flags then go on top of them.
+    """
+    if resume is None:
+        return base, None
+    path = latest_checkpoint(out_dir) if str(resume) == "latest" else Path(resume)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return RunConfig.from_json(load_checkpoint(path)["config"]), path
+
+
+def evaluation_path(checkpoint: str | Path, out: str | Path | None = None) -> Path:
+    """Where `evaluate` writes its figures: `out` if given, else RUN/evaluation.json for a run folder or a
+    checkpoint in RUN/checkpoints/, else NAME-evaluation.json beside any other checkpoint file."""
+    if out is not None:
+        return Path(out)
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path / "evaluation.json"
+    if path.parent.name == "checkpoints":
+        return path.parent.parent / "evaluation.json"
+    return path.with_name(f"{path.stem}-evaluation.json")
+
+
 def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None = None, progress: bool = True) -> Path | None:
     """Load the data, build the networks and train; returns the last checkpoint (None on ranks other than 0).
 
-    A resumed run keeps the adapter of its checkpoint (for sounds: the mel
-    statistics it trained with), whatever data it is pointed at now.
+    The run stores its settings with absolute paths. A resumed run keeps the
+    adapter of its checkpoint (for sounds: the mel statistics it trained
+    with), whatever data it is pointed at now. A run that fails before its
+    first record leaves no folder behind, nor the parents it made.
     """
-    from multigan.engine.checkpoint import load_checkpoint
     from multigan.engine.maintenance import RunFolder
+    from multigan.engine import tensorboard
     from multigan.engine.trainer import refuse_existing, train
 
+    cfg = cfg.with_absolute_paths()
     world = distributed.current()
+    out_dir = Path(out_dir)
+    made = _missing(Path(os.path.abspath(out_dir)).parents)  # what acquire() creates above the folder, deepest first
     # The folder first: another run in it, or checkpoints without --resume, are refused before the data loads.
     folder = RunFolder(out_dir, writer=world.is_main)
-    folder.acquire()
     try:
+        folder.acquire()
         refuse_existing(folder, resume)
+        if cfg.train.tensorboard:
+            tensorboard.require()  # a missing package is said before the data loads
         dataset, modality = load_data(cfg.data, progress=progress and world.is_main)
         if resume is not None:
             saved = load_checkpoint(resume)["modality"]
@@ -78,6 +115,36 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
         return train(cfg, modality, G, D, dataset, folder, resume=resume, progress=progress, evaluate=evaluate)
     finally:
         folder.close(remove_if_unused=True)  # a failed start leaves no empty folder behind
+        if world.is_main and not out_dir.exists():
+            for parent in made:
+                try:
+                    parent.rmdir()
+                except OSError:  # not empty (another run's), or gone
+                    break
+
+
+def _missing(parents) -> list[Path]:
+    """The leading run of `parents` (deepest first) that do not exist yet."""
+    missing = []
+    for parent in parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def train_and_sample(cfg: RunConfig, out_dir: str | Path, *, n_samples: int, resume: str | Path | None = None,
+                     progress: bool = True) -> tuple[Path, list[Path]]:
+    """A recipe's run: train (as `train_run`), then write `n_samples` samples from the last checkpoint into
+    OUT/samples. Returns the last checkpoint and the files written."""
+    from multigan.generate import generate
+
+    if cfg.data.audio is not None:
+        a = cfg.data.audio
+        log.info("%s: clips resampled to %d Hz, %d mels x %d frames (%.2f s); WAVs are written at %d Hz",
+                 cfg.name, a.sample_rate, a.n_mels, a.frames, a.length / a.sample_rate, a.sample_rate)
+    last = train_run(cfg, out_dir, resume=resume, progress=progress)
+    return last, generate(restore(last), n_samples, Path(out_dir) / "samples", seed=0)
 
 
 def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str | torch.device = "cpu", seed: int = 0):

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
 
 # Help -------------------------------------------------------------------
 FLAGS = {
-    (): ["train", "generate", "info", "evaluate", "report", "vocode", "--version", "--quiet"],
+    (): ["train", "generate", "info", "evaluate", "report", "vocode", "settings", "--version", "--quiet"],
     ("train",): ["TARGET", "--steps", "--batch-size", "--out", "--device", "--seed", "--data-root", "--amp",
                  "--resume", "--set", "--dry-run", "--no-progress", "--eval-every", "mnist-quick"],
     ("generate",): ["CHECKPOINT", "--n", "--out", "--seed", "--label", "--device"],
@@ -53,7 +52,7 @@ def test_help_mentions_every_flag(command, tmp_path):
         assert flag in result.stdout, f"{flag} missing from `multigan {' '.join(command)} --help`"
 
 
-def test_help_does_not_import_torch_and_is_quick(tmp_path):
+def test_help_does_not_import_torch(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     probe = "import multigan.cli, sys; multigan.cli.build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
@@ -65,11 +64,6 @@ def test_help_does_not_import_torch_and_is_quick(tmp_path):
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "torchvision", "numpy", "librosa", "PIL"))
     assert not heavy, f"`multigan --help` imports {heavy[:5]}"
-
-    start = time.perf_counter()
-    result = run("--help", cwd=tmp_path)
-    assert result.returncode == 0
-    assert time.perf_counter() - start < 2.0  # generous: a fresh interpreter without torch
 
 
 # Dry run ----------------------------------------------------------------
@@ -119,7 +113,6 @@ BAD_COMMANDS = {
     "info: random bytes": (["info", "random.pt"], "random.pt is not"),
     "generate --n 0": (["generate", "x.pt", "--n", "0", "--out", "G"], "--n"),
     "generate --n abc": (["generate", "x.pt", "--n", "abc", "--out", "G"], "'abc'"),
-    "generate without --out": (["generate", "x.pt"], "--out"),
     "train --set train.steps=-1": (["train", "mnist-quick", "--set", "train.steps=-1", "--dry-run"], "train.steps"),
     "train --set nope.x=1": (["train", "mnist-quick", "--set", "nope.x=1", "--dry-run"], "nope.x"),
     "train --set without =": (["train", "mnist-quick", "--set", "train.steps", "--dry-run"], "KEY=VALUE"),
@@ -274,8 +267,9 @@ def test_vocode_keeps_clips_with_the_same_stem_apart(tmp_path):
 @pytest.mark.parametrize("name, folder", [("../../x", "x"), ("/etc/cron.d", "etc-cron.d"), ("..", "run"), ("", "run"),
                                           ("mnist quick", "mnist-quick"), (".hidden", "hidden"), ("ok-1.2_a", "ok-1.2_a")])
 def test_a_run_name_from_settings_stays_under_runs(name, folder, tmp_path, capsys):
-    from multigan.cli import main, run_folder_name
+    from multigan.cli import main
     from multigan.config import RunConfig
+    from multigan.folders import run_folder_name
 
     assert run_folder_name(name) == folder
     settings = tmp_path / "s.json"

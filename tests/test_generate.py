@@ -139,3 +139,167 @@ def test_a_label_out_of_range_is_a_one_line_error(conditional, tmp_path, capsys,
     assert cli.main(["generate", str(conditional), "--label", label, "--out", str(tmp_path / "G"), "--device", "cpu"]) == 2
     assert "0..3" in _one_line_error(capsys)
     assert not list((tmp_path / "G").glob("*.png"))
+
+
+# Where samples go, and the report finding them ----------------------------------
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MULTIGAN_CACHE": str(cwd / "cache"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "multigan", *args, "--device", "cpu"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_out_defaults_to_the_run_folder_and_the_report_finds_every_folder(unconditional, tmp_path):
+    from multigan.report import GENERATIONS, write_report
+
+    run = unconditional.parent.parent
+    assert main_ok(["generate", str(unconditional), "--n", "4"])
+    assert (run / "generated" / "sample-grid.png").is_file()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    result = _cli(["generate", str(run), "--n", "3", "--out", "samples-here"], cwd=work)  # a run folder, a relative --out
+    assert result.returncode == 0, result.stderr
+    folders = json.loads((run / GENERATIONS).read_text())["folders"]
+    assert folders == [str((run / "generated").resolve()), str((work / "samples-here").resolve())]
+    assert main_ok(["generate", str(unconditional), "--n", "2"])  # the same folder again: recorded once
+    assert len(json.loads((run / GENERATIONS).read_text())["folders"]) == 2
+
+    page = write_report(run).read_text()
+    assert "No samples" not in page
+    assert "../generated/sample-grid.png" in page
+    assert "samples-here/sample-grid.png" in page and str(work / "samples-here") in page
+
+
+def test_a_run_folder_that_cannot_be_written_is_not_recorded(unconditional, tmp_path, monkeypatch):
+    import importlib
+
+    from multigan.report import GENERATIONS
+
+    generate_module = importlib.import_module("multigan.generate")  # `multigan.generate` is the API function
+
+    run = unconditional.parent.parent
+    monkeypatch.setattr(generate_module.os, "access", lambda path, mode: Path(path) != run)
+    generate(restore(unconditional), 2, tmp_path / "out")
+    assert (tmp_path / "out" / "sample-grid.png").is_file()
+    assert not (run / GENERATIONS).exists()
+
+
+def test_a_checkpoint_outside_a_run_folder_writes_beside_itself(unconditional, tmp_path):
+    from multigan.generate import default_out, run_folder
+
+    loose = tmp_path / "loose" / "model.pt"
+    loose.parent.mkdir()
+    loose.write_bytes(unconditional.read_bytes())
+    assert run_folder(loose) is None and default_out(loose) == tmp_path / "loose" / "generated"
+    assert run_folder(unconditional) == unconditional.parent.parent
+
+
+def main_ok(argv: list[str]) -> bool:
+    return cli.main([*argv, "--device", "cpu"]) == 0
+
+
+def _exit_code(argv: list[str]) -> int:
+    """cli.main's return value, or the status of argparse's exit on a malformed command line."""
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+# Truncation ----------------------------------------------------------------------
+def test_truncation_bounds_the_noise_and_keeps_what_was_inside():
+    from multigan.generate import latents, truncate
+
+    free = latents(256, 32, seed=3)
+    cut = latents(256, 32, seed=3, truncation=0.5)
+    assert free.abs().max() > 2 and cut.abs().max() <= 0.5
+    inside = free.abs() <= 0.5
+    assert torch.equal(cut[inside], free[inside])  # only the values beyond the bound are redrawn
+    assert cut[~inside].std() > 0.2  # redrawn across the interval, not pinned to its ends
+    assert (cut[~inside].abs() < 0.5).float().mean() > 0.9
+    tiny = truncate(torch.randn(1000, generator=torch.Generator().manual_seed(0)), 1e-4)
+    assert tiny.abs().max() <= 1e-4
+
+
+def test_truncated_samples_record_it_and_differ(unconditional):
+    from multigan.generate import sample
+
+    restored = restore(unconditional)
+    free, cut = sample(restored, 4, seed=1), sample(restored, 4, seed=1, truncation=0.2)
+    assert cut.record["truncation"] == 0.2 and free.record["truncation"] is None
+    assert not torch.allclose(free.x, cut.x)
+
+
+@pytest.mark.parametrize("psi", ["0", "-1", "nan", "inf", "abc"])
+def test_bad_truncation_is_a_one_line_error(unconditional, tmp_path, capsys, psi):
+    code = _exit_code(["generate", str(unconditional), "--truncation", psi, "--out", str(tmp_path / "G"), "--device", "cpu"])
+    assert code == 2
+    assert "truncation" in _one_line_error(capsys)
+    assert not (tmp_path / "G").exists()
+
+
+# Latent walks ------------------------------------------------------------------
+def test_slerp_ends_and_norm():
+    from multigan.generate import slerp
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
+    b = b / b.norm(dim=1, keepdim=True) * a.norm(dim=1, keepdim=True)  # equal norms: the arc keeps the norm
+    z = slerp(a, b, torch.linspace(0, 1, 7))
+    assert z.shape == (3, 7, 64)
+    assert torch.allclose(z[:, 0], a, atol=1e-5) and torch.allclose(z[:, -1], b, atol=1e-5)
+    assert torch.allclose(z.norm(dim=-1), a.norm(dim=1, keepdim=True).expand(3, 7), rtol=1e-4)
+    line = (a + b) / 2
+    assert (z[:, 3].norm(dim=-1) > line.norm(dim=-1) * 1.1).all()  # the midpoint does not dip towards 0
+    same = slerp(a, a.clone(), torch.linspace(0, 1, 3))  # parallel ends: no division by zero
+    assert torch.isfinite(same).all() and torch.allclose(same[:, 1], a, atol=1e-5)
+
+
+def test_walks_of_an_unconditional_run(unconditional, tmp_path):
+    from PIL import Image
+
+    paths = generate(restore(unconditional), 3, tmp_path / "walk", interpolate_steps=5, truncation=1.0)
+    assert {p.name for p in paths} == {"interpolation-grid.png", "generation.json"}
+    with Image.open(tmp_path / "walk" / "interpolation-grid.png") as im:
+        assert im.size == (5 * 18 + 2, 3 * 18 + 2)  # 16x16 images, 2 px padding: 5 steps across, 3 walks down
+    record = json.loads((tmp_path / "walk" / "generation.json").read_text())
+    assert record["interpolate"] == 5 and record["walks"] == 3 and record["rows"] == 3 and record["labels"] is None
+
+
+def test_walks_of_a_conditional_run_show_each_walk_for_every_class(conditional):
+    from multigan.generate import interpolate, walk_latents
+
+    restored = restore(conditional)
+    walks = interpolate(restored, 4, walks=2, seed=5)
+    assert walks.x.shape == (2 * N_CLASSES * 4, *SHAPE)
+    assert walks.labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]  # rows: walk 0 in every class, then walk 1
+    z = walk_latents(2, 4, restored.G.z_dim, seed=5)
+    expected = synthesize(restored.G, z[1], torch.full((4,), 2))  # walk 1, class 2: row 6
+    assert torch.allclose(walks.x[6 * 4:7 * 4], expected, atol=1e-6)
+    one = interpolate(restored, 3, walks=2, seed=5, label=1)
+    assert one.labels.tolist() == [1, 1] and one.x.shape[0] == 6
+
+
+def test_a_walk_needs_two_steps(unconditional, tmp_path, capsys):
+    assert cli.main(["generate", str(unconditional), "--interpolate", "1", "--out", str(tmp_path / "G"),
+                     "--device", "cpu"]) == 2
+    assert "at least 2 steps" in _one_line_error(capsys)
+
+
+# Scale ---------------------------------------------------------------------------
+def test_scale_enlarges_grids_by_nearest_neighbour(unconditional, tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+
+    assert main_ok(["generate", str(unconditional), "--n", "16", "--out", str(tmp_path / "x1")])
+    assert main_ok(["generate", str(unconditional), "--n", "16", "--out", str(tmp_path / "x3"), "--scale", "3"])
+    with Image.open(tmp_path / "x1" / "sample-grid.png") as a, Image.open(tmp_path / "x3" / "sample-grid.png") as b:
+        small, big = np.asarray(a), np.asarray(b)
+    assert small.shape == (74, 74) and big.shape == (3 * 74, 3 * 74)
+    assert (big[::3, ::3] == small).all() and (big[1::3, 2::3] == small).all()  # blocks of one pixel each
+    with Image.open(tmp_path / "x3" / "sample-0000.png") as one:
+        assert one.size == (16, 16)  # single samples stay at their size
+    capsys.readouterr()
+    assert _exit_code(["generate", str(unconditional), "--scale", "0", "--out", str(tmp_path / "x0"), "--device", "cpu"]) == 2
+    assert "positive integer" in _one_line_error(capsys)
+    assert _exit_code(["generate", str(unconditional), "--scale", "99", "--out", str(tmp_path / "x0"), "--device", "cpu"]) == 2
+    assert "1 to 16" in _one_line_error(capsys)

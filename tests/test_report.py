@@ -225,3 +225,94 @@ def test_cli_report(audio_run, tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "multigan report: error:" in err
+
+
+# Captions, metric names, spreads, classes --------------------------------
+PLOT_TITLES = {"Losses", "Mean discriminator scores", "Gradient norms", "Throughput", "Evaluation metrics"}
+
+
+def _figcaptions(page: Path) -> list[str]:
+    captions, inside = [], False
+
+    class Captions(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            nonlocal inside
+            inside = tag == "figcaption" or inside
+            if tag == "figcaption":
+                captions.append("")
+
+        def handle_endtag(self, tag):
+            nonlocal inside
+            inside = False if tag == "figcaption" else inside
+
+        def handle_data(self, data):
+            if inside:
+                captions[-1] += data
+
+    Captions().feed(page.read_text(encoding="utf-8"))
+    return captions
+
+
+def test_plot_captions_do_not_repeat_the_titles(tmp_path):
+    run = make_run(tmp_path / "run", audio=True)
+    page = write_report(run)
+    source = page.read_text()
+    curves = source[source.index('id="curves"'):source.index('id="metrics"')]
+    captions = _figcaptions(page)[:5]
+    assert len(captions) == 5 and curves.count("<figcaption>") == 5
+    for caption in captions:
+        assert caption.strip() and not any(caption.lower().startswith(t.lower()) for t in PLOT_TITLES), caption
+    assert "best checkpoint (step 200)" in captions[-1]
+
+
+def test_metric_plots_and_tables_use_human_labels(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    titles = []
+    set_title = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, label, *a, **k: (titles.append(label), set_title(self, label, *a, **k))[1])
+    run = make_run(tmp_path / "run", audio=True)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 400, "fid": 50.0, "diversity_ratio": 0.8, "train_distance": 0.7}) + "\n")
+    page = write_report(run)
+    assert "distance to training set (higher is better)" in titles
+    assert any(t.startswith("classifier-feature FID") or t.startswith("FID") for t in titles)
+    assert "diversity ratio" in titles  # a key the library does not name: at least no underscores
+    assert not [t for t in titles if "_" in t]
+    text = " ".join(Page(page).text)
+    assert "distance to training set (higher is better)" in text and "train_distance" not in text
+
+
+@pytest.mark.parametrize("kid_std", [None, 0.0, "missing"])
+def test_kid_without_a_measured_spread_shows_n_a(tmp_path, kid_std):
+    run = make_run(tmp_path / "run", audio=True)
+    record = {"step": 400, "n": 500, "fid": 50.0, "kid": 0.0123, "kid_std": kid_std}
+    if kid_std == "missing":
+        del record["kid_std"]
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    (run / "evaluation.json").write_text(json.dumps({"fid": 41.0, "kid": 0.02, "kid_std": kid_std, "n": 1000}))
+    text = " ".join(Page(write_report(run)).text)
+    assert text.count("± n/a") == 2  # the latest metrics and evaluation.json
+    assert "± 0" not in text and "kid_std" not in text
+
+
+def test_sound_samples_show_their_class(tmp_path):
+    run = make_run(tmp_path / "run", audio=True)
+    (run / "samples" / "generation.json").write_text(json.dumps({"step": 350, "seed": 0, "n": 3, "labels": [7, 1, 7]}))
+    captions = _figcaptions(write_report(run))
+    assert "sample-0000.wav · class 7" in captions and "sample-0001.wav · class 1" in captions
+    assert "sample-0002.wav · class 7" in captions
+
+
+def test_samples_recorded_outside_the_run_folder(tmp_path):
+    run = make_run(tmp_path / "run", audio=False)
+    outside = tmp_path / "somewhere" / "out"
+    _png(outside / "sample-grid.png", 5)
+    (outside / "generation.json").write_text(json.dumps({"step": 300, "seed": 4, "n": 1, "truncation": 0.7}))
+    (run / "generations.json").write_text(json.dumps({"folders": [str(outside), str(tmp_path / "gone"), 5]}))
+    page = write_report(run)
+    parsed = assert_links_resolve(page)
+    assert "../../somewhere/out/sample-grid.png" in parsed.links("img")
+    assert "truncation 0.7" in " ".join(parsed.text)
+    assert "No samples" not in " ".join(parsed.text)

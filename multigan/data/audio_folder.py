@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from multigan.audio import io as audio_io
 from multigan.config import AudioConfig
+from multigan.console import track
 from multigan.data.cache import default_cache_dir, write_cache_file
 from multigan.data.files import class_indices, find_files, subfolder_names
 from multigan.errors import ConfigError, DataError
@@ -202,7 +202,7 @@ def load_clip_folder(
     skipped: list[tuple[Path, str]] = []
     hits = 0
     with logging_redirect_tqdm():
-        for path in tqdm(files, desc=f"loading {root.name or root}", unit="clip", disable=not progress):
+        for path in track(files, f"loading {root.name or root}", unit="clip", enabled=progress):
             try:
                 stat = path.stat()
             except OSError as e:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from multigan.console import track
 from multigan.data.files import class_indices, find_files, subfolder_names
 from multigan.data.tensors import ImageTensorDataset
 from multigan.errors import ConfigError, DataError
@@ -88,7 +88,7 @@ def load_image_folder(
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with logging_redirect_tqdm():
-            for path in tqdm(files, desc=f"loading {root.name or root}", unit="img", disable=not progress):
+            for path in track(files, f"loading {root.name or root}", unit="img", enabled=progress):
                 try:
                     pixels = _read_image(path, mode, height, width, tuple(background))  # [H, W, C] uint8
                 except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...

@@ -5,13 +5,13 @@ import gzip
 import logging
 import os
 import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from multigan.atomic import atomic_write
 from multigan.data.cache import default_cache_dir
 from multigan.data.tensors import ImageTensorDataset
 from multigan.errors import DataError
@@ -112,27 +112,24 @@ def _fill_cache(raw: Path, cache_raw: Path) -> None:
 
 def _copy_atomic(source: Path, target: Path) -> None:
     """Decompress (.gz) or copy `source` to `target` so that `target` is never half written."""
+    expected = RAW_SIZES[target.name]
+
+    def copy(out) -> None:
+        opener = gzip.open if source.suffix == ".gz" else open
+        try:
+            with opener(source, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except (OSError, EOFError, zlib.error) as e:
+            # gzip.BadGzipFile is an OSError; a truncated gzip raises EOFError.
+            raise DataError(f"cannot read {source}: {e}") from e
+        if out.tell() != expected:
+            raise DataError(f"{source} is not an MNIST file: {out.tell():,} bytes uncompressed, expected {expected:,}")
+
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        atomic_write(target, copy)
     except OSError as e:
         raise DataError(f"cannot write the MNIST cache in {target.parent}: {e.strerror or e}") from e
-    try:
-        opener = gzip.open if source.suffix == ".gz" else open
-        with os.fdopen(fd, "wb") as out, opener(source, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-        size = os.path.getsize(tmp)
-        if size != RAW_SIZES[target.name]:
-            raise DataError(
-                f"{source} is not an MNIST file: {size:,} bytes uncompressed, expected {RAW_SIZES[target.name]:,}"
-            )
-        os.replace(tmp, target)
-    except (OSError, EOFError, zlib.error) as e:
-        # gzip.BadGzipFile is an OSError; a truncated gzip raises EOFError.
-        raise DataError(f"cannot read {source}: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read(torchvision_root: Path, train: bool) -> ImageTensorDataset:

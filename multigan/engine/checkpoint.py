@@ -17,8 +17,8 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -119,22 +119,33 @@ def prune_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
 
 
 def update_latest(folder: str | os.PathLike, target: Path) -> Path:
-    """Point `latest.pt` at `target` (a hard link where possible, else a copy), atomically."""
+    """Point `latest.pt` at `target` (a hard link where possible, else a durable copy), atomically."""
     folder = Path(folder)
     latest = folder / "latest.pt"
-    fd, tmp = tempfile.mkstemp(prefix=".latest.pt.", suffix=TEMP_SUFFIX, dir=folder)  # unique: two writers never collide
-    os.close(fd)
     try:
-        os.unlink(tmp)
         try:
-            os.link(target, tmp)
-        except OSError:
-            shutil.copyfile(target, tmp)
-        os.replace(tmp, latest)
+            _link_atomic(target, latest)
+        except OSError:  # no hard links on this file system
+            with open(target, "rb") as src:
+                atomic_write(latest, lambda f: shutil.copyfileobj(src, f, 1 << 20), durable=True)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"could not update {latest}: {_write_failure(e, folder)}") from None
     return latest
+
+
+def _link_atomic(target: Path, path: Path) -> None:
+    """Make `path` a hard link to `target`, replacing any file there in one rename.
+
+    The link goes in under a unique temporary name first (as atomic_write's files do, so
+    `remove_stale_temps` clears it after a kill): os.link cannot replace a file.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+    os.link(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: str | os.PathLike, record: dict[str, Any]) -> Path:

@@ -2,13 +2,27 @@
 
 An adapter satisfies it structurally; there is no base class to inherit.
 Model space is a float tensor [B, *shape] with values in [-1, 1].
+
+Optional methods, which the engine looks up with getattr:
+
+- `augment(x, p, rand) -> x`: differentiable augmentations of model-space
+  batches [B, *shape] that suit the data (see multigan/augment.py), each
+  touching an example with probability p; `rand(*dims)` gives uniform
+  numbers [B, *dims]. `loss.augment > 0` needs it.
+- `media(x) -> list of Media`: what a preview of samples x [B, *shape] (on
+  the CPU) looks and sounds like, for TensorBoard (`train.tensorboard`).
+  Without it, TensorBoard gets scalars only.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Union, runtime_checkable
 
 from torch import Tensor
+
+# One item of `media()`: a picture [C, H, W] (C = 1 or 3) with values in [0, 1], or
+# a waveform [T] with values in [-1, 1] and its sample rate in Hz.
+Media = Union[tuple[Literal["image"], Tensor], tuple[Literal["audio"], Tensor, int]]
 
 
 @runtime_checkable
@@ -38,9 +52,4 @@ class Modality(Protocol):
         """Everything needed to rebuild this adapter (tensors and plain values only).
 
         Adapters also provide `from_state(state)` as a classmethod, its inverse.
-
-        Optional: `augment(x, p, rand) -> x`, differentiable augmentations of
-        model-space batches [B, *shape] that suit the data (see multigan/augment.py),
-        each touching an example with probability p; `rand(*dims)` gives
-        uniform numbers [B, *dims]. `loss.augment > 0` needs it.
         """

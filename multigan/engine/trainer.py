@@ -26,8 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from multigan.config import RunConfig
+from multigan.console import Progress
 from multigan.engine import checkpoint as ckpt
 from multigan.engine import distributed
+from multigan.engine import tensorboard
 from multigan.engine.data import batches as batch_stream
 from multigan.engine.data import to_device
 from multigan.engine.distributed import World, pick_device
@@ -45,6 +47,10 @@ log = logging.getLogger("multigan")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _SHOWN = ("fid", "kid", "classifier_score", "precision", "recall", "diversity_ratio")  # on the console
 _COLLAPSE_RATIO = 0.5  # warn when samples are less than half as diverse as real data
+# Not early, though: a G a few dozen steps old draws alike samples in every healthy run, and G_ema,
+# which is measured, is not settled before its ramp-up ends. So the warning waits for
+# train.ema_rampup steps and this share of the run.
+_COLLAPSE_AFTER = 0.2
 _D_WON = 1e-4  # a D loss below this over a whole log window: D separates perfectly, G learns nothing
 
 
@@ -98,9 +104,13 @@ def train(
     `cfg.eval.every`, the EMA generator is measured every that many steps;
     the figures go to metrics.jsonl and the best state by FID to
     checkpoints/best.pt. A run that diverges goes back to its last good
-    state with lower learning rates (events.jsonl tells).
+    state with lower learning rates (events.jsonl tells). With
+    `cfg.train.tensorboard`, the logged figures and the previews also go to
+    TensorBoard event files in `run_dir`/tensorboard.
     """
     tc = cfg.train
+    if tc.tensorboard:
+        tensorboard.require()  # one line before any state is built, not a traceback at the first log step
     world = distributed.current()
     device = pick_device(tc.device, world)
     precision = _precision(tc.precision, device)
@@ -195,6 +205,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     fixed_y = (torch.arange(tc.n_preview, device=device) % n_classes) if n_classes else None  # labels 0, 1, ... in turn
     best_fid = folder.best_fid() if folder.last_checkpoint is not None else math.inf
     d_won = False
+    collapse_from = max(tc.ema_rampup, math.ceil(_COLLAPSE_AFTER * tc.steps))  # see _COLLAPSE_AFTER
 
     def data_from(step: int):
         return batch_stream(dataset, batch_size=batch_size, seed=tc.seed, start=step * tc.n_critic, device=device,
@@ -238,7 +249,10 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
         with torch.no_grad():
             x = torch.cat([state.G_ema(fixed_z[i:i + tc.batch_size], *([] if fixed_y is None else [fixed_y[i:i + tc.batch_size]]))
                            for i in range(0, len(fixed_z), tc.batch_size)])
-        modality.preview(x.float().cpu(), folder.preview_stem(state.step))
+        x = x.float().cpu()
+        modality.preview(x, folder.preview_stem(state.step))
+        if board.active:
+            board.media(state.step, tensorboard.media_of(modality, x))
 
     def payload() -> dict:
         return {"config": cfg.to_json(indent=None),
@@ -249,8 +263,9 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
         nonlocal best_fid
         figures = evaluate(state.G_ema)
         folder.metrics(state.step, figures)
+        board.scalars("eval", state.step, figures)
         log.info("step %d: %s", state.step, ", ".join(f"{k} {v:.4g}" for k, v in figures.items() if k in _SHOWN))
-        if figures.get("diversity_ratio", 1.0) < _COLLAPSE_RATIO:
+        if figures.get("diversity_ratio", 1.0) < _COLLAPSE_RATIO and state.step >= collapse_from:
             message = f"samples are {figures['diversity_ratio']:.2f} times as diverse as real data: the generator may be collapsing"
             log.warning("step %d: %s", state.step, message)
             folder.event(state.step, "low-diversity", message)
@@ -258,10 +273,9 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
             best_fid = figures["fid"]
             folder.save_best(payload(), state.step, best_fid)
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=tc.steps, initial=state.step, disable=not (progress and world.is_main), unit="step",
-               dynamic_ncols=True)
+    board = tensorboard.Board(folder.root / "tensorboard" if tc.tensorboard and world.is_main else None,
+                              purge_step=state.step)
+    bar = Progress(tc.steps, "train", unit="step", initial=state.step, enabled=progress and world.is_main)
     stop = StopRequest()
     stop_every = 1 if world.size == 1 else tc.log_every  # ranks agree on stopping at these steps only
     cpu_threads = None
@@ -291,16 +305,17 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
                 if world.is_main:
                     log.warning(message)
                 folder.event(state.step, "restored", message)
-                batches, bar.n = data_from(state.step), state.step
-                bar.refresh()
+                batches = data_from(state.step)
+                bar.seek(state.step)
                 loss.reset()
                 window.clear()
                 continue
             if log_now:
                 record = window.record(step, world)
                 folder.log(record)
+                board.scalars("train", step, record)
                 bar.set_postfix(D=f"{record.get('D_total', math.nan):.3f}", G=f"{record.get('G_total', math.nan):.3f}",
-                                img_s=f"{record['img_per_s']:.0f}", refresh=False)
+                                img_s=f"{record['img_per_s']:.0f}")
                 won = record.get("d_adv", 1.0) < _D_WON
                 if won and not d_won:
                     message = (f"D's loss is {record['d_adv']:.2g}: it tells real from generated perfectly and G gets "
@@ -326,6 +341,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
         if cpu_threads is not None:
             cpu_threads.restore()
         bar.close()
+        board.close()
     return folder.last_checkpoint
 
 

@@ -104,13 +104,15 @@ def _poly_kernel_sum(x: Tensor, y: Tensor) -> Tensor:
 
 
 def kid(f1: Tensor, f2: Tensor, *, subsets: int = 100, subset_size: int = 1000,
-        generator: torch.Generator | None = None) -> tuple[float, float]:
+        generator: torch.Generator | None = None) -> tuple[float, float | None]:
     """Kernel inception distance (Binkowski et al. 2018): (mean, std) of the unbiased MMD^2 over subsets.
 
     Each subset draws min(subset_size, N1, N2) rows without replacement from
     each set. The std is the population std (ddof=0) over subsets, as in the
-    reference implementations. The default generator is seeded with 0, so
-    repeated calls agree.
+    reference implementations. It is None when there is no spread to
+    measure: one subset, or both sets no larger than `subset_size`, when
+    every subset holds all rows of both and gives the same value. The
+    default generator is seeded with 0, so repeated calls agree.
     """
     _check_features(f1, "first feature set", 2)
     _check_features(f2, "second feature set", 2)
@@ -122,8 +124,9 @@ def kid(f1: Tensor, f2: Tensor, *, subsets: int = 100, subset_size: int = 1000,
     n1, n2 = f1.shape[0], f2.shape[0]
     m = min(subset_size, n1, n2)
     F = f1.shape[1]
+    whole = m == n1 and m == n2  # every subset is both sets, permuted: one value, no spread
     mmds = []
-    for _ in range(subsets):
+    for _ in range(1 if whole else subsets):
         x = f1[torch.randperm(n1, generator=generator)[:m].to(f1.device)].double()  # [m, F]
         y = f2[torch.randperm(n2, generator=generator)[:m].to(f2.device)].double().to(x.device)
         # Unbiased: the diagonals k(x_i, x_i), k(y_i, y_i) are left out of the within-set means.
@@ -133,7 +136,7 @@ def kid(f1: Tensor, f2: Tensor, *, subsets: int = 100, subset_size: int = 1000,
                - 2 * _poly_kernel_sum(x, y) / (m * m))
         mmds.append(mmd)
     mmds = torch.stack(mmds)
-    return float(mmds.mean()), float(mmds.std(correction=0))
+    return float(mmds.mean()), None if len(mmds) == 1 else float(mmds.std(correction=0))
 
 
 # Nearest neighbours ---------------------------------------------------------------

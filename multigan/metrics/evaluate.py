@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +19,15 @@ from torch import Tensor, nn
 
 from multigan.generate import labels_for, synthesize
 from multigan.metrics.distances import diversity, fid, kid, precision_recall, train_distance
-from multigan.metrics.features import FeatureExtractor
+from multigan.metrics.feature_net import FeatureExtractor
 from multigan.metrics.scores import class_coverage, classifier_score
 from multigan.engine.protocol import Modality
 
-# name -> (label, lower is better); the order of tables and reports
+# name -> (label, lower is better); the order of tables and reports. FID and KID on a shipped
+# classifier's features compare runs measured with the same network only, not published Inception FIDs.
 METRICS: dict[str, tuple[str, bool]] = {
-    "fid": ("FID", True),
-    "kid": ("KID", True),
+    "fid": ("classifier-feature FID", True),
+    "kid": ("classifier-feature KID", True),
     "classifier_score": ("classifier score", False),
     "classes": ("classes", False),
     "class_entropy": ("class entropy (bits)", False),
@@ -33,7 +35,24 @@ METRICS: dict[str, tuple[str, bool]] = {
     "recall": ("recall", False),
     "diversity": ("diversity (NN distance)", False),
     "train_distance": ("distance to training set", False),
+    "inception_fid": ("Inception FID", True),
+    "inception_kid": ("Inception KID", True),
+    "inception_score": ("Inception score", False),
 }
+# a metric's spread, printed beside it ("± ...") and stored under its own key
+SPREADS = {"kid": "kid_std", "classifier_score": "classifier_score_se", "inception_kid": "inception_kid_std",
+           "inception_score": "inception_score_std"}
+
+
+def metric_label(key: str) -> str:
+    """The words a table and evaluation.json show for a metric: "classifier-feature FID (lower is better)"."""
+    label, lower = METRICS[key]
+    return label + (" (lower is better)" if lower else "")
+
+
+def metric_labels(figures: dict) -> dict[str, str]:
+    """Metric key -> label, for the metrics in `figures`, in table order."""
+    return {k: metric_label(k) for k in METRICS if k in figures}
 
 
 @dataclass
@@ -59,11 +78,13 @@ class FeatureSet:
         return FeatureSet(self.features[idx], self.probs[idx])
 
 
-def measure(samples: FeatureSet, reference: FeatureSet, *, pr_max: int = 10_000, seed: int = 0) -> dict[str, float]:
+def measure(samples: FeatureSet, reference: FeatureSet, *, pr_max: int = 10_000,
+            seed: int = 0) -> dict[str, float | None]:
     """Every metric of `samples` against `reference` (the training data, usually).
 
     Precision and recall compare at most `pr_max` rows of each set, since
-    their k-NN radii cost N^2 distances.
+    their k-NN radii cost N^2 distances. `kid_std` is None when both sets fit
+    in one KID subset (no spread to measure).
     """
     kid_mean, kid_std = kid(samples.features, reference.features, generator=torch.Generator().manual_seed(seed))
     # Splits are contiguous: shuffle so that a set stored in class order (a dataset) is scored like a random one.
@@ -94,21 +115,33 @@ def reference_set(extractor: FeatureExtractor, dataset, *, cache_dir: str | os.P
     digest = hashlib.sha256(extractor.digest.encode())
     for x in inputs:
         digest.update(x.detach().cpu().contiguous().numpy().tobytes())
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / "eval-reference" / f"{digest.hexdigest()[:24]}.pt"
+    saved = cached_tensors(cache_dir, digest.hexdigest()[:24], lambda: _as_dict(
+        FeatureSet.join([extractor.embed(x, batch_size) for x in inputs])))
+    return FeatureSet(saved["features"], saved["probs"])
+
+
+def _as_dict(s: FeatureSet) -> dict[str, Tensor]:
+    return {"features": s.features, "probs": s.probs}
+
+
+def cached_tensors(cache_dir: str | os.PathLike | None, key: str,
+                   compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
+    """`compute()`, kept in `cache_dir/eval-reference/KEY.pt` and read from there while the file is sound.
+
+    `key` must identify everything the tensors depend on (weights and data).
+    """
+    path = None if cache_dir is None else Path(cache_dir) / "eval-reference" / f"{key}.pt"
+    if path is not None:
         try:
-            saved = torch.load(path, weights_only=True)
-            return FeatureSet(saved["features"], saved["probs"])
+            return torch.load(path, weights_only=True)
         except Exception:  # no cache yet, or a damaged one (the loader raises many kinds): compute again
             pass
-    ref = FeatureSet.join([extractor.embed(x, batch_size) for x in inputs])
+    tensors = compute()
     if path is not None:
         from multigan.data.cache import write_cache_file
 
-        write_cache_file(path, lambda f: torch.save({"features": ref.features, "probs": ref.probs}, f),
-                         "the evaluation reference cache")
-    return ref
+        write_cache_file(path, lambda f: torch.save(tensors, f), "the evaluation reference cache")
+    return tensors
 
 
 class Evaluator:
@@ -154,24 +187,23 @@ def format_table(columns: dict[str, dict[str, float]]) -> str:
     """Sets of figures (column label -> measure() output) as an aligned text table, one row per metric."""
     keys = [k for k in METRICS if any(k in c for c in columns.values())]
     head = ["metric"] + list(columns)
-    body = [[METRICS[k][0] + (" (lower is better)" if METRICS[k][1] else "")] + [_cell(c, k) for c in columns.values()]
-            for k in keys]
+    body = [[metric_label(k)] + [_cell(c, k) for c in columns.values()] for k in keys]
     widths = [max(len(line[i]) for line in [head] + body) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in [head] + body]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+_DECIMALS = {"fid": 2, "inception_fid": 2, "kid": 4, "inception_kid": 4, "classifier_score": 2, "inception_score": 2,
+             "classes": 0}
+
+
 def _cell(figures: dict[str, float], key: str) -> str:
     if key not in figures:
         return "-"
-    value = figures[key]
-    if key == "kid":
-        return f"{value:.4f} ± {figures.get('kid_std', 0):.4f}"
-    if key == "classifier_score":
-        return f"{value:.2f} ± {figures.get('classifier_score_se', 0):.2f}"
-    if key == "classes":
-        return f"{int(value)}"
-    if key == "fid":
-        return f"{value:.2f}"
-    return f"{value:.3f}"
+    decimals = _DECIMALS.get(key, 3)
+    text = f"{figures[key]:.{decimals}f}"
+    if key in SPREADS:
+        spread = figures.get(SPREADS[key])  # None: one KID subset held every row, so there is no spread
+        text += " ± " + ("n/a" if spread is None else f"{spread:.{decimals}f}")
+    return text

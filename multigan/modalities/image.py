@@ -26,14 +26,16 @@ def save_png(image: Tensor, path: Path) -> Path:
     return path
 
 
-def save_grid(images: Tensor, path: Path, nrow: int | None = None) -> Path:
-    """Tile uint8 images [B, C, H, W] into one PNG, about square."""
+def save_grid(images: Tensor, path: Path, nrow: int | None = None, scale: int = 1) -> Path:
+    """Tile uint8 images [B, C, H, W] into one PNG, about square (or `nrow` per row), enlarged `scale` times."""
     from torchvision.utils import make_grid
 
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
     grid = make_grid(images, nrow=nrow, padding=2, pad_value=0)  # [3, H', W'] (grey is tiled as RGB)
     if images.shape[1] == 1:
         grid = grid[:1]
+    if scale > 1:  # nearest neighbour: every pixel becomes a scale x scale block
+        grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_png(grid, path)
 
@@ -68,15 +70,28 @@ class ImageModality:
         """DiffAugment for pictures: colour, translation, cutout."""
         return image_ops(x, p, rand)
 
-    def save(self, artifacts: Tensor, out_dir: Path, prefix: str = "sample") -> list[Path]:
+    def save(self, artifacts: Tensor, out_dir: Path, prefix: str = "sample", *, scale: int = 1) -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = [save_png(img, out_dir / f"{prefix}-{i:04d}.png") for i, img in enumerate(artifacts)]
-        paths.append(save_grid(artifacts, out_dir / f"{prefix}-grid.png"))
+        paths.append(save_grid(artifacts, out_dir / f"{prefix}-grid.png", scale=scale))
         return paths
+
+    def save_walks(self, artifacts: Tensor, steps: int, out_dir: Path, prefix: str = "interpolation", *,
+                   scale: int = 1) -> list[Path]:
+        """Latent walks [rows * steps, C, H, W] as one grid, a row of `steps` images per walk."""
+        return [save_grid(artifacts, Path(out_dir) / f"{prefix}-grid.png", nrow=steps, scale=scale)]
 
     def preview(self, x: Tensor, stem: Path) -> Path:
         return save_grid(to_uint8(x), Path(stem).with_suffix(".png"))
+
+    def media(self, x: Tensor) -> list[tuple]:
+        """For TensorBoard: the preview grid of x [B, C, H, W] as floats [3, H', W'] in [0, 1]."""
+        from torchvision.utils import make_grid
+
+        images = to_uint8(x)
+        grid = make_grid(images, nrow=max(1, math.ceil(math.sqrt(len(images)))), padding=2, pad_value=0)
+        return [("image", grid.float() / 255)]
 
     def state_dict(self) -> dict[str, Any]:
         c, h, w = self._shape

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,6 +77,10 @@ class MelModality:
         mean, std = self.mean.to(mel_db.device)[:, None], self.std.to(mel_db.device)[:, None]
         return ((mel_db - mean) / (std * self.audio.clip_k)).clamp(-1, 1).unsqueeze(1)
 
+    def standardize(self, mel_db: Tensor) -> Tensor:
+        """dB [..., n_mels, frames] -> per-bin standard scores (mel_db - mean) / std, neither clipped nor scaled."""
+        return (mel_db - self.mean.to(mel_db.device)[:, None]) / self.std.to(mel_db.device)[:, None]
+
     def denormalize(self, x: Tensor) -> Tensor:
         """Model space [B, 1, n_mels, frames] -> dB [B, n_mels, frames]."""
         mean, std = self.mean.to(x.device)[:, None], self.std.to(x.device)[:, None]
@@ -97,7 +102,10 @@ class MelModality:
         return MelArtifacts(waves.cpu(), mel_db.cpu(), a.sample_rate)
 
     # files --------------------------------------------------------------------
-    def save(self, artifacts: MelArtifacts, out_dir: Path, prefix: str = "sample") -> list[Path]:
+    def save(self, artifacts: MelArtifacts, out_dir: Path, prefix: str = "sample", *, labels: Tensor | None = None,
+             scale: int = 1) -> list[Path]:
+        """A WAV and a plain spectrogram PNG per sample, and an overview with axes, a dB scale and,
+        given `labels` [B], the class each sample was drawn for."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         images = self._images(artifacts.mel_db)
@@ -105,8 +113,65 @@ class MelModality:
         for i, (wave, image) in enumerate(zip(artifacts.waves, images)):
             paths.append(write_wav(out_dir / f"{prefix}-{i:04d}.wav", wave, artifacts.sample_rate))
             paths.append(save_png(image, out_dir / f"{prefix}-{i:04d}.png"))
-        paths.append(save_grid(images, out_dir / f"{prefix}-grid.png"))
+        paths.append(self.save_overview(artifacts.mel_db, out_dir / f"{prefix}-grid.png", labels=labels, scale=scale))
         return paths
+
+    def save_walks(self, artifacts: MelArtifacts, steps: int, out_dir: Path, prefix: str = "interpolation", *,
+                   labels: Tensor | None = None, scale: int = 1) -> list[Path]:
+        """Latent walks [rows * steps]: a grid with a row of `steps` spectrograms per walk, and one WAV of
+        every step in order, a short silence between steps and a longer one between walks."""
+        out_dir = Path(out_dir)
+        grid = save_grid(self._images(artifacts.mel_db), out_dir / f"{prefix}-grid.png", nrow=steps, scale=scale)
+        sr = artifacts.sample_rate
+        step_gap, walk_gap = torch.zeros(sr // 8), torch.zeros(sr // 2)
+        parts = []
+        for i, wave in enumerate(artifacts.waves):
+            parts += [wave, walk_gap if (i + 1) % steps == 0 else step_gap]
+        wav = write_wav(out_dir / f"{prefix}.wav", torch.cat(parts[:-1]), sr)
+        return [grid, wav]
+
+    def save_overview(self, mel_db: Tensor, path: Path, *, labels: Tensor | None = None, scale: int = 1,
+                      max_panels: int = 64) -> Path:
+        """The first `max_panels` spectrograms dB [B, n_mels, frames] as one figure: time in s, frequency in Hz
+        on the mel scale, one dB colour scale; each panel titled with its sample number and class."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        a = self.audio
+        shown = mel_db[:max_panels].numpy()
+        n = len(shown)
+        cols = max(1, math.ceil(math.sqrt(n)))
+        rows = math.ceil(n / cols)
+        fig = Figure(figsize=(2.3 * cols + 0.9, 1.9 * rows + 0.5), dpi=100 * scale, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+        # The colour scale spans what the model can express: mean +- clip_k std per bin.
+        vmin = float((self.mean - a.clip_k * self.std).min())
+        vmax = float((self.mean + a.clip_k * self.std).max())
+        seconds = a.frames * a.hop_length / a.sample_rate
+        hz, at = mel_ticks(a)
+        image = None
+        for i, ax in enumerate(axes.flat):
+            if i >= n:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(shown[i], origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
+                              vmin=vmin, vmax=vmax, extent=(0, seconds, 0, a.n_mels))
+            title = f"{i:04d}" + (f" · class {int(labels[i])}" if labels is not None else "")
+            ax.set_title(title, fontsize="small")
+            ax.set_yticks(at, [f"{f / 1000:g}k" if f >= 1000 else f"{f:g}" for f in hz])
+            ax.tick_params(labelsize="x-small")
+        for ax in axes[-1]:
+            ax.set_xlabel("time (s)", fontsize="small")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("Hz (mel scale)", fontsize="small")
+        if image is not None:
+            fig.colorbar(image, ax=axes, label="dB", shrink=0.9)
+        if len(mel_db) > n:
+            fig.suptitle(f"the first {n} of {len(mel_db)} samples", fontsize="small")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+        return Path(path)
 
     def preview(self, x: Tensor, stem: Path) -> Path:
         """A grid of spectrograms, and beside it a WAV of the first 8 samples in a row."""
@@ -116,6 +181,18 @@ class MelModality:
         gap = torch.zeros(self.audio.sample_rate // 4)
         write_wav(stem.with_suffix(".wav"), torch.cat([torch.cat([w, gap]) for w in first.waves]), first.sample_rate)
         return path
+
+    def media(self, x: Tensor) -> list[tuple]:
+        """For TensorBoard, what `preview` writes: the spectrogram grid as floats in [0, 1], and the first 8
+        samples in a row as one waveform."""
+        from torchvision.utils import make_grid
+
+        images = self._images(self.denormalize(x.detach().float().cpu()))
+        grid = make_grid(images, nrow=max(1, math.ceil(math.sqrt(len(images)))), padding=2, pad_value=0)
+        first = self.decode(x[:8].cpu(), generator=torch.Generator().manual_seed(0))
+        gap = torch.zeros(self.audio.sample_rate // 4)
+        wave = torch.cat([torch.cat([w, gap]) for w in first.waves]).nan_to_num(0.0).clamp(-1, 1)  # as the WAV is
+        return [("image", grid.float() / 255), ("audio", wave, first.sample_rate)]
 
     def _images(self, mel_db: Tensor) -> Tensor:
         """dB [B, n_mels, frames] -> uint8 RGB [B, 3, n_mels * 2, frames * 2], low frequencies at the bottom."""
@@ -180,6 +257,18 @@ class MelModality:
             text = json.dumps({"mean": mean.tolist(), "std": std.tolist()})
             write_cache_file(path, lambda f: f.write(text.encode()), "the mel statistics cache")
         return cls(audio, mean.float(), std.float())
+
+
+def mel_ticks(audio: AudioConfig) -> tuple[list[float], list[float]]:
+    """(Hz, position): round frequencies within the mel range and where they sit on an axis of mel bins [0, n_mels]."""
+    import librosa
+
+    fmax = audio.fmax or audio.sample_rate / 2
+    # Band edges: n_mels + 2 points equally spaced in mel; bin i is centred on edge i + 1.
+    edges = librosa.mel_frequencies(audio.n_mels + 2, fmin=audio.fmin, fmax=fmax, htk=audio.htk)
+    centres = edges[1:-1]
+    candidates = [f for f in (100, 250, 500, 1000, 2000, 4000, 8000, 16000) if centres[0] <= f <= centres[-1]]
+    return candidates, [float(np.interp(f, centres, np.arange(audio.n_mels) + 0.5)) for f in candidates]
 
 
 # A perceptually ordered dark-to-bright colour ramp (close to matplotlib's magma).

@@ -13,23 +13,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from multigan.cli import recipe_main, run_folder_name
+from multigan.cli import recipe_main
+from multigan.folders import run_folder_name
 from multigan.presets import images64
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # The folder names the run and its default folder (recipe_main's default is per preset): read
-    # --data-root first, and leave the parsing and checking of every flag to recipe_main.
+    # The folder names the run, and so its default folder runs/NAME: read --data-root first,
+    # and leave the parsing and checking of every flag to recipe_main.
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--data-root")
-    pre.add_argument("--out")
     known, _ = pre.parse_known_args(argv)
     name = "images-64" + (f"-{run_folder_name(Path(known.data_root).expanduser().resolve().name)}" if known.data_root else "")
-    if known.data_root and not known.out:
-        argv += ["--out", str(Path("runs") / name)]
-    return recipe_main({"64": lambda: images64().override("name", name)}, __doc__.split("\n\n")[0],
-                       default_out="runs/images-64-<folder>", n_samples=64, needs_data=True, argv=argv)
+    return recipe_main({"images-64": lambda: images64().override("name", name)}, __doc__.split("\n\n")[0],
+                       n_samples=64, needs_data=True, argv=argv)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import torch
 
 from multigan.console import setup_logging
 from multigan.data.image_folder import labels_from_table, load_image_folder
-from multigan.metrics.features import (ColourImages, FeatureNet, fit_classifier, save_feature_net, shift_images,
-                                       split_by_group)
+from multigan.metrics.classifier_training import fit_classifier, shift_images, split_by_group
+from multigan.metrics.feature_file import save_feature_net
+from multigan.metrics.feature_inputs import ColourImages
+from multigan.metrics.feature_net import FeatureNet
 
 log = logging.getLogger("multigan")
 

@@ -13,7 +13,10 @@ import torch
 
 from multigan.console import setup_logging
 from multigan.data.mnist import load_mnist
-from multigan.metrics.features import DigitImages, FeatureNet, fit_classifier, save_feature_net, shift_images
+from multigan.metrics.classifier_training import fit_classifier, shift_images
+from multigan.metrics.feature_file import save_feature_net
+from multigan.metrics.feature_inputs import DigitImages
+from multigan.metrics.feature_net import FeatureNet
 
 log = logging.getLogger("multigan")
 

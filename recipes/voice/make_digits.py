@@ -11,9 +11,12 @@ import itertools
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
+
+from multigan.atomic import atomic_write
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VOICES = ["en-us", "en-gb", "en-us+m3", "en-gb+f2", "en-us+f4", "en-gb-scotland"]
@@ -33,18 +36,20 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = list(itertools.product(range(10), enumerate(args.voices), enumerate(itertools.product(PITCHES, SPEEDS))))
-    for digit, (v, voice), (take, (pitch, speed)) in tqdm(jobs, desc="speaking", unit="clip"):
-        path = out / f"{digit}_{voice.replace('+', '-')}_{take}.wav"
-        if path.is_file():
-            continue
-        tmp = path.with_suffix(".tmp.wav")
-        cmd = [espeak, "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(tmp), WORDS[digit]]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"error: espeak-ng failed for voice {voice}: {result.stderr.strip()}", file=sys.stderr)
-            tmp.unlink(missing_ok=True)
-            return 1
-        tmp.replace(path)
+    # espeak-ng writes its WAV header last, seeking back, so it needs a real file: it speaks into a
+    # scratch folder, and each clip goes into OUT whole (a killed run leaves no half clip to train on).
+    with tempfile.TemporaryDirectory() as scratch:
+        spoken = Path(scratch) / "clip.wav"
+        for digit, (v, voice), (take, (pitch, speed)) in tqdm(jobs, desc="speaking", unit="clip"):
+            path = out / f"{digit}_{voice.replace('+', '-')}_{take}.wav"
+            if path.is_file():
+                continue
+            cmd = [espeak, "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(spoken), WORDS[digit]]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode != 0:
+                print(f"error: espeak-ng failed for voice {voice}: {result.stderr.strip()}", file=sys.stderr)
+                return 1
+            atomic_write(path, lambda f: f.write(spoken.read_bytes()))
     print(f"{len(jobs)} clips in {out}")
     return 0
 

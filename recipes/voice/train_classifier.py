@@ -15,7 +15,10 @@ import torch
 from multigan.config import AudioConfig
 from multigan.console import setup_logging
 from multigan.data.audio_folder import fsdd_split, load_clip_folder
-from multigan.metrics.features import FeatureNet, LogMelClips, fit_classifier, mask_bands, save_feature_net
+from multigan.metrics.classifier_training import fit_classifier, mask_bands
+from multigan.metrics.feature_file import save_feature_net
+from multigan.metrics.feature_inputs import LogMelClips
+from multigan.metrics.feature_net import FeatureNet
 from multigan.modalities.mel import MelModality
 
 log = logging.getLogger("multigan")
@@ -36,7 +39,7 @@ def main() -> None:
     train = load_clip_folder(args.data_root, crop="random", select=fsdd_split("train"), **load)
     test = load_clip_folder(args.data_root, crop="center", select=fsdd_split("test"), **load)
     stats = MelModality.fit(audio, train.waveforms)
-    transform = LogMelClips(audio, stats.mean, stats.std)
+    transform = LogMelClips.from_mel(stats)  # the adapter's analysis and per-bin statistics
     steps = len(train) // args.batch_size
 
     def batches(epoch: int):

@@ -443,3 +443,57 @@ def test_augmentation_needs_an_adapter_that_offers_it(tmp_path):
     G, D = dcgan.build(cfg.model, SHAPE)
     with pytest.raises(ConfigError, match="no augmentation"):
         train(cfg, Plain(*SHAPE), G, D, DATASET, tmp_path, progress=False)
+
+
+# The progress bar --------------------------------------------------------------------
+def _train_with_progress(cfg: RunConfig, run_dir: Path) -> None:
+    torch.manual_seed(0)
+    G, D = dcgan.build(cfg.model, SHAPE)
+    train(cfg, ImageModality(*SHAPE), G, D, DATASET, run_dir, progress=True)
+
+
+def test_progress_to_a_file_is_a_few_labelled_lines(tmp_path, capsys):
+    _train_with_progress(_cfg(steps=60, log_every=10), tmp_path)
+    err = capsys.readouterr().err  # pytest's capture is not a terminal, as a redirected log is not
+    lines = [line for line in err.splitlines() if line.startswith("train:")]
+    assert "\r" not in err
+    assert 3 <= len(lines) <= 21  # one per 5% of the run at most, not one per step
+    assert lines[-1].startswith("train: step 60/60 (100%)") and " D=" in lines[-1] and " G=" in lines[-1]
+
+
+def test_progress_on_a_terminal_of_0_columns(tmp_path, monkeypatch):
+    master, slave = os.openpty()  # a fresh pseudo-terminal reports 0 columns
+    monkeypatch.delenv("COLUMNS", raising=False)
+    stream = os.fdopen(slave, "w")
+    monkeypatch.setattr(sys, "stderr", stream)
+    try:
+        _train_with_progress(_cfg(steps=6), tmp_path)
+        stream.flush()
+        text = os.read(master, 65536).decode().replace("\r\n", "\n")  # the terminal's own line ends
+    finally:
+        stream.close()
+        os.close(master)
+    assert "\r" not in text and "train: step 6/6 (100%)" in text
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 6
+
+
+# The collapse warning ------------------------------------------------------------------
+class LowDiversity:
+    """A stand-in evaluator whose samples are always a tenth as diverse as the data."""
+
+    def __call__(self, G) -> dict[str, float]:
+        return {"fid": 50.0, "diversity_ratio": 0.1}
+
+
+@pytest.mark.parametrize("steps, ema_rampup, first", [(10, 6, 6), (20, 1, 4)])
+def test_the_collapse_warning_waits_for_the_ema_and_a_share_of_the_run(tmp_path, steps, ema_rampup, first):
+    # Waits for max(ema_rampup, 20% of the steps): a young G is not diverse yet, which is no collapse.
+    cfg = _cfg(steps=steps, ema_rampup=ema_rampup, log_every=1).override("eval.every", 1)
+    torch.manual_seed(0)
+    G, D = dcgan.build(cfg.model, SHAPE)
+    train(cfg, ImageModality(*SHAPE), G, D, DATASET, tmp_path, progress=False, evaluate=LowDiversity())
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    warned = [e["step"] for e in events if e["kind"] == "low-diversity"]
+    assert warned == list(range(first, steps + 1))
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))  # measured (and logged) from the start

@@ -137,7 +137,16 @@ def test_kid_of_a_set_with_itself_follows_the_formula():
     mean, std = kid(x, x, subsets=5, subset_size=100)
     assert mean == pytest.approx(expected, rel=1e-9)
     assert expected < 0
-    assert std == pytest.approx(0.0, abs=1e-9)
+    assert std is None, "every subset is the same: there is no spread to report"
+
+
+def test_kid_spread_is_none_only_when_every_subset_is_the_same():
+    x = _gaussian(40, torch.zeros(3), torch.eye(3), seed=13)
+    y = _gaussian(60, torch.ones(3), torch.eye(3), seed=14)
+    assert kid(x, y[:40], subsets=10, subset_size=100)[1] is None  # both sets fit in one subset
+    assert kid(x, y, subsets=1, subset_size=20)[1] is None  # a single subset
+    _, std = kid(x, y, subsets=10, subset_size=100)  # x whole every time, y's rows differ: a real spread
+    assert std is not None and std > 0
 
 
 def test_kid_is_deterministic_under_the_same_generator():

@@ -17,16 +17,18 @@ from multigan.data.audio_folder import ClipDataset, load_clip_folder
 from multigan.data.mnist import load_mnist
 from multigan.data.tensors import ImageTensorDataset
 from multigan.errors import ConfigError
-from multigan.metrics import features as features_module
-from multigan.metrics.evaluate import METRICS, Evaluator, FeatureSet, reference_set
-from multigan.metrics.features import FeatureExtractor, load_feature_net
+from multigan.metrics import feature_file, feature_inputs, feature_net
+from multigan.metrics.evaluate import METRICS, Evaluator, FeatureSet, format_table, metric_label, reference_set
+from multigan.metrics.feature_file import load_feature_net
+from multigan.metrics.feature_net import FeatureExtractor
 from multigan.modalities.image import ImageModality
 from multigan.modalities.mel import MelModality
 from multigan.nets import dcgan
 from multigan.presets import mnist_quick
 
 ASSETS = Path(__file__).resolve().parents[2] / "multigan" / "assets"
-FIGURES = set(METRICS) | {"kid_std", "classifier_score_se", "diversity_ratio", "n", "seconds"}
+INCEPTION = {"inception_fid", "inception_kid", "inception_score"}  # only with `evaluate --inception`
+FIGURES = set(METRICS) - INCEPTION | {"kid_std", "classifier_score_se", "diversity_ratio", "n", "seconds"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -166,8 +168,8 @@ def test_reference_set_is_cached_and_a_change_of_data_misses_the_cache(mnist_tes
 def test_reference_set_cache_depends_on_the_feature_network(mnist_test, tmp_path, counted_embed):
     dataset = ImageTensorDataset(mnist_test.images[:100])
     reference_set(load_feature_net(ASSETS / "digit-classifier.pt"), dataset, cache_dir=tmp_path)
-    other = features_module.FeatureNet(width=4)  # another network reading the same images
-    path = features_module.save_feature_net(tmp_path / "other.pt", other.eval(), features_module.DigitImages(),
+    other = feature_net.FeatureNet(width=4)  # another network reading the same images
+    path = feature_file.save_feature_net(tmp_path / "other.pt", other.eval(), feature_inputs.DigitImages(),
                                             class_names=[str(d) for d in range(10)], test_accuracy=0.1,
                                             trained_on="nothing")
     counted_embed.clear()
@@ -230,6 +232,12 @@ def test_evaluate_command_on_a_tiny_checkpoint(mnist_test, tmp_path, monkeypatch
     assert result["features_test_accuracy"] == pytest.approx(0.9945)
     assert all(math.isfinite(result[k]) for k in FIGURES)
     assert f"{result['fid']:.2f}" in printed
+    # evaluation.json names each metric as the table does, beside the machine keys old readers use
+    assert result["labels"]["fid"] == "classifier-feature FID (lower is better)" == metric_label("fid")
+    assert result["labels"]["classifier_score"] == "classifier score"
+    assert set(result["labels"]) == set(METRICS) - INCEPTION
+    assert all(label in printed for label in result["labels"].values())
+    assert "not with published Inception FIDs" in printed
 
     out = tmp_path / "elsewhere" / "figures.json"
     assert cli.main(["-q", "evaluate", str(run), "--n", "100", "--device", "cpu", "--seed", "1",
@@ -254,3 +262,23 @@ def test_a_feature_network_for_another_modality_is_refused(mnist_test, tmp_path,
     cfg = EvalConfig(n=10, features=str(ASSETS / "spoken-digit-classifier.pt"))
     with pytest.raises(ConfigError, match="spoken-digit-classifier"):
         make_evaluator(cfg, ImageModality(1, 28, 28), dataset)
+
+
+def test_the_table_shows_no_kid_spread_when_there_is_none():
+    figures = {"fid": 1.0, "kid": 0.0123, "kid_std": None, "classifier_score": 9.5, "classifier_score_se": 0.04}
+    table = format_table({"generated": figures, "other": {**figures, "kid_std": 0.0021}})
+    kid_row = next(line for line in table.splitlines() if line.startswith(metric_label("kid")))
+    assert "0.0123 ± n/a" in kid_row and "0.0123 ± 0.0021" in kid_row
+    assert "0.0000" not in table
+    assert "9.50 ± 0.04" in table
+
+
+def test_kid_spread_of_sets_within_one_subset_is_none(mnist_test):
+    extractor = load_feature_net(ASSETS / "digit-classifier.pt")
+    reference = reference_set(extractor, ImageTensorDataset(mnist_test.images[:300]))
+    samples = reference_set(extractor, ImageTensorDataset(mnist_test.images[300:500]))
+    from multigan.metrics.evaluate import measure
+
+    figures = measure(samples, reference.subset(200))
+    assert figures["kid_std"] is None and math.isfinite(figures["kid"])
+    assert measure(samples, reference)["kid_std"] > 0  # the reference's subsets differ: a real spread

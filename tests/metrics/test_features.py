@@ -15,18 +15,11 @@ from multigan.data.tensors import ImageTensorDataset
 from multigan.metrics.evaluate import reference_set
 from multigan.engine.checkpoint import save_checkpoint
 from multigan.errors import CheckpointError, DataError
-from multigan.metrics.features import (
-    KIND,
-    DigitImages,
-    FeatureNet,
-    LogMelClips,
-    fit_classifier,
-    load_feature_net,
-    mask_bands,
-    save_feature_net,
-    shift_images,
-)
-from multigan.metrics.features import test_accuracy as accuracy_of  # renamed: pytest would collect test_*
+from multigan.metrics.classifier_training import fit_classifier, mask_bands, shift_images
+from multigan.metrics.classifier_training import test_accuracy as accuracy_of  # renamed: pytest would collect test_*
+from multigan.metrics.feature_file import KIND, load_feature_net, save_feature_net
+from multigan.metrics.feature_inputs import DigitImages, LogMelClips
+from multigan.metrics.feature_net import FeatureNet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "multigan" / "assets"
@@ -213,6 +206,26 @@ def test_log_mel_clips_resample_other_rates():
         transform.inputs(_tone(440, 8000, 1.0), 8000)  # [T], not [B, T]
 
 
+def test_log_mel_clips_standardise_as_the_mel_adapter_does():
+    from multigan.modalities.mel import MelModality
+
+    audio = AudioConfig()
+    mean, std = torch.linspace(-70, -30, audio.n_mels), torch.linspace(0.5, 12, audio.n_mels)  # some std below the floor
+    mel = MelModality(audio, mean, std)
+    transform = LogMelClips.from_mel(mel)
+    wave = _tone(900, 8000, 1.0)[None]
+    x = transform.inputs(wave, 8000)
+    torch.testing.assert_close(x, mel.standardize(mel.analyze(fix_length_clip(wave, audio.length)))[:, None])
+    assert transform.state_dict().keys() == mel.state_dict().keys()
+    assert torch.equal(transform.std, mel.std) and float(transform.std.min()) >= 1.0  # the adapter's floor
+
+
+def fix_length_clip(wave, length):
+    from multigan.audio.io import fix_length
+
+    return fix_length(wave, length, mode="center")
+
+
 def test_log_mel_clips_normalise_with_their_own_statistics():
     audio = AudioConfig()
     wave = _tone(700, 8000, 1.0)[None]
@@ -327,7 +340,8 @@ def emoji(shared_data):
 
 
 def test_kept_emoji_classifier_on_held_out_emoji(emoji):
-    from multigan.metrics.features import ColourImages, split_by_group
+    from multigan.metrics.classifier_training import split_by_group
+    from multigan.metrics.feature_inputs import ColourImages
 
     data, groups = emoji
     extractor = load_feature_net(ASSETS / "emoji-classifier.pt")
@@ -342,7 +356,7 @@ def test_kept_emoji_classifier_on_held_out_emoji(emoji):
 
 
 def test_split_by_group_keeps_groups_whole():
-    from multigan.metrics.features import split_by_group
+    from multigan.metrics.classifier_training import split_by_group
 
     groups = [f"g{i % 50}" for i in range(400)]  # 50 groups of 8
     held = split_by_group(groups, 0.2, seed=3)
@@ -355,7 +369,7 @@ def test_split_by_group_keeps_groups_whole():
 
 
 def test_colour_images_scale_and_resize():
-    from multigan.metrics.features import ColourImages
+    from multigan.metrics.feature_inputs import ColourImages
 
     transform = ColourImages(64, 64)
     images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
@@ -371,7 +385,7 @@ def test_colour_images_scale_and_resize():
 
 
 def test_save_and_load_keep_the_colour_input(tmp_path):
-    from multigan.metrics.features import ColourImages
+    from multigan.metrics.feature_inputs import ColourImages
 
     torch.manual_seed(0)
     net = FeatureNet(n_classes=3, width=4, feature_dim=8, in_channels=3).eval()
@@ -439,7 +453,7 @@ def test_the_digit_classifier_warns_on_grey_pictures_that_are_not_digits(emoji, 
 
 
 def test_the_emoji_classifier_warns_on_digits_not_on_emoji(emoji, mnist_test):
-    from multigan.metrics.features import mismatch_warning
+    from multigan.metrics.feature_net import mismatch_warning
 
     data, _ = emoji
     extractor = load_feature_net(ASSETS / "emoji-classifier.pt")
@@ -456,7 +470,7 @@ def test_the_emoji_classifier_warns_on_digits_not_on_emoji(emoji, mnist_test):
     (0.80, 0.65, False), (0.80, 0.55, True),  # weaker nets: as much again as their error rate
 ])
 def test_mismatch_warning_floor(accuracy, confidence, warns):
-    from multigan.metrics.features import FeatureExtractor, mismatch_warning
+    from multigan.metrics.feature_net import FeatureExtractor, mismatch_warning
 
     extractor = FeatureExtractor(_perturbed_net(), DigitImages(), list("abc"), accuracy, "digest", "toys")
     probs = torch.tensor([[confidence, (1 - confidence) / 2, (1 - confidence) / 2]]).expand(20, 3)
@@ -464,3 +478,10 @@ def test_mismatch_warning_floor(accuracy, confidence, warns):
     assert (warning is not None) == warns
     if warns:
         assert warning.startswith("features of toys.pt (trained on toys)") and "\n" not in warning
+
+
+def test_the_old_module_path_still_names_the_feature_network_api():
+    from multigan.metrics import features
+
+    assert features.load_feature_net is load_feature_net and features.KIND == KIND
+    assert features.FeatureNet is FeatureNet and features.LogMelClips is LogMelClips

@@ -12,6 +12,12 @@ Optional methods, which the engine looks up with getattr:
 - `media(x) -> list of Media`: what a preview of samples x [B, *shape] (on
   the CPU) looks and sounds like, for TensorBoard (`train.tensorboard`).
   Without it, TensorBoard gets scalars only.
+
+Optional keywords of `save`, which `multigan generate` passes only to an
+adapter whose `save` accepts them: `labels` (the class of each sample, for
+captions) and `scale` (an integer enlargement of overview pictures). And
+`save_walks(artifacts, steps, out_dir, prefix, labels=, scale=)` writes latent
+walks (`generate --interpolate`).
 """
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: str | Path | None 
     first record leaves no folder behind, nor the parents it made.
     """
     from multigan.engine.maintenance import RunFolder
-    from multigan.engine import tensorboard
+    from multigan import tensorboard
     from multigan.engine.trainer import refuse_existing, train
 
     cfg = cfg.with_absolute_paths()

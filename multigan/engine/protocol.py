@@ -22,13 +22,13 @@ walks (`generate --interpolate`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-# One item of `media()`: a picture [C, H, W] (C = 1 or 3) with values in [0, 1], or
-# a waveform [T] with values in [-1, 1] and its sample rate in Hz.
-Media = Union[tuple[Literal["image"], Tensor], tuple[Literal["audio"], Tensor, int]]
+# One item of `media()`: (kind, tensor, *extra), a kind that multigan/tensorboard.py writes,
+# with the tensor and arguments that kind takes (the engine passes them on unread).
+Media = tuple[Any, ...]
 
 
 @runtime_checkable

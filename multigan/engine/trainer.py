@@ -29,7 +29,7 @@ from multigan.config import RunConfig
 from multigan.console import Progress
 from multigan.engine import checkpoint as ckpt
 from multigan.engine import distributed
-from multigan.engine import tensorboard
+from multigan import tensorboard
 from multigan.engine.data import batches as batch_stream
 from multigan.engine.data import to_device
 from multigan.engine.distributed import World, pick_device

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from multigan.config import AudioConfig, DataConfig, NetConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset
-from multigan.engine import tensorboard
+from multigan import tensorboard
 from multigan.engine.trainer import train
 from multigan.errors import ConfigError
 from multigan.modalities.image import ImageModality

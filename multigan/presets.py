@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from multigan.config import AudioConfig, DataConfig, NetConfig, RunConfig, TrainConfig
+from multigan.config import AudioConfig, DataConfig, LossConfig, NetConfig, RunConfig, TrainConfig
 
 
 def mnist_quick() -> RunConfig:
@@ -72,12 +72,16 @@ def images64() -> RunConfig:
 
     Conditioned on the labels of sub-folders or of a `data.labels` table when
     there are some, unconditional otherwise. `--set model.family=...` swaps
-    the network family.
+    the network family. Hinge loss and a spectrally normalised D without batch
+    norm: with the non-saturating loss and a batch-norm D, D won within 250
+    steps on emoji (D loss 0.004) and G never recovered.
     """
     return RunConfig(
         name="images-64",
         data=DataConfig(modality="image", source="folder", channels=3, height=64, width=64),
-        model=NetConfig(family="dcgan", z_dim=100, g_width=64, d_width=64, n_classes=-1),
+        model=NetConfig(family="dcgan", z_dim=100, g_width=64, d_width=64, n_classes=-1,
+                        spectral_norm=True, d_norm="none"),
+        loss=LossConfig(kind="hinge"),
         train=TrainConfig(steps=10000, batch_size=64, ema_decay=0.999, ema_rampup=200,
                           log_every=50, preview_every=500, checkpoint_every=1000),
     )

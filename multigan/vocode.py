@@ -56,7 +56,7 @@ def vocode_clips(source: str | Path, out_dir: str | Path, audio: AudioConfig, *,
     added (IN/a/x.wav -> OUT/a/x.wav.wav, IN/y.flac -> OUT/y.flac.wav):
     distinct inputs never share an output, whatever their folders and extensions.
     """
-    from tqdm import tqdm
+    from multigan.console import track
 
     source, out_dir = Path(source), Path(out_dir)
     files = [source] if source.is_file() else find_audio_files(source)
@@ -65,7 +65,7 @@ def vocode_clips(source: str | Path, out_dir: str | Path, audio: AudioConfig, *,
     files = files[:limit] if limit else files
     a = audio
     clips = []
-    for path in tqdm(files, desc="vocoding", unit="clip", disable=not progress or len(files) < 4):
+    for path in track(files, "vocoding", unit="clip", enabled=progress and len(files) >= 4):
         name = path.name if path == source else path.relative_to(source).as_posix()
         wave = torch.from_numpy(load_audio(path, a.sample_rate, min_source_rate=a.min_source_rate,
                                            max_source_rate=a.max_source_rate, max_seconds=a.max_seconds))  # [T]

@@ -35,22 +35,23 @@ def fit_classifier(
     `batches(epoch)` yields (inputs [B, C, H, W], labels [B]) for one epoch,
     augmented as the caller sees fit; `test` is (inputs, labels).
     """
-    from tqdm.auto import tqdm
+    from multigan.console import Progress
 
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.2)
     accuracy = 0.0
     for epoch in range(epochs):
         net.train()
-        bar = tqdm(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                   unit="batch", leave=False)
-        for x, y in bar:
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", unit="batch", enabled=progress)
+        for x, y in batches(epoch):
             loss = F.cross_entropy(net(x), y, label_smoothing=label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+        bar.close()
         accuracy = test_accuracy(net, *test)
         log.info("epoch %d/%d: test accuracy %.2f%%", epoch + 1, epochs, 100 * accuracy)
     return accuracy

@@ -312,6 +312,8 @@ def recipe_main(presets: dict, description: str, *, n_samples: int, needs_data: 
     except KeyboardInterrupt as e:
         print(f"{p.prog}: interrupted; continue with --resume", file=sys.stderr)
         return 128 + (getattr(e, "signum", None) or 2)
+    if last is None:  # a rank other than 0 under torchrun: rank 0 wrote and reports
+        return 0
     grid = next(p for p in paths if p.name.endswith("-grid.png"))
     print(f"checkpoint: {last}\nsamples:    {grid} (and {len(paths) - 1} more files beside it)\n"
           f"previews:   {out / 'previews'}")

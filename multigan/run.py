@@ -134,9 +134,10 @@ def _missing(parents) -> list[Path]:
 
 
 def train_and_sample(cfg: RunConfig, out_dir: str | Path, *, n_samples: int, resume: str | Path | None = None,
-                     progress: bool = True) -> tuple[Path, list[Path]]:
+                     progress: bool = True) -> tuple[Path | None, list[Path]]:
     """A recipe's run: train (as `train_run`), then write `n_samples` samples from the last checkpoint into
-    OUT/samples. Returns the last checkpoint and the files written."""
+    OUT/samples. Returns the last checkpoint and the files written (None and none on ranks other than 0,
+    which neither hold the checkpoint's path nor write)."""
     from multigan.generate import generate
 
     if cfg.data.audio is not None:
@@ -144,6 +145,8 @@ def train_and_sample(cfg: RunConfig, out_dir: str | Path, *, n_samples: int, res
         log.info("%s: clips resampled to %d Hz, %d mels x %d frames (%.2f s); WAVs are written at %d Hz",
                  cfg.name, a.sample_rate, a.n_mels, a.frames, a.length / a.sample_rate, a.sample_rate)
     last = train_run(cfg, out_dir, resume=resume, progress=progress)
+    if last is None:
+        return None, []
     return last, generate(restore(last), n_samples, Path(out_dir) / "samples", seed=0)
 
 

@@ -248,3 +248,14 @@ def test_latest_follows_the_umask_linked_or_copied(linked, tmp_path, monkeypatch
     assert latest.samefile(step) is linked
     assert ckpt.load_checkpoint(latest)["step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", step.name]  # no temporary file left
+
+
+def test_a_recipe_on_a_rank_other_than_0_writes_and_samples_nothing(tmp_path, monkeypatch, capsys):
+    # Under torchrun, train_run returns None on ranks other than 0: they hold no checkpoint path.
+    import multigan.run as run
+
+    monkeypatch.setattr(run, "train_run", lambda *a, **k: None)
+    assert run.train_and_sample(PRESETS["mnist-quick"](), tmp_path / "r", n_samples=4) == (None, [])
+    assert recipe_main({"mnist-quick": PRESETS["mnist-quick"]}, "a recipe", n_samples=4, needs_data=False,
+                       argv=["--out", str(tmp_path / "r"), "-q"]) == 0
+    assert not (tmp_path / "r").exists() and "checkpoint:" not in capsys.readouterr().out

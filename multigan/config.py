@@ -26,6 +26,8 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 D_NORMS = ("batch", "layer", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 G_NORMS = ("batch", "layer", "none")
+# How a class-conditional DCGAN D reads the label.
+D_CONDS = ("concat", "projection")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Keys of `LossConfig.weights`; they are also the keys of the JSONL log.
 LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1")
@@ -172,6 +174,9 @@ class NetConfig:
     g_norm: str = setting("batch", f"normalisation in G: {', '.join(G_NORMS)}; layer or none: a G whose output "
                                    "does not depend on the rest of its batch")
     spectral_norm: bool = setting(False, "spectral normalisation on every D layer (Miyato et al. 2018)")
+    d_cond: str = setting("concat", "how a class-conditional DCGAN D reads the label: concat (one-hot planes beside "
+                                    "the image) or projection (a class embedding's inner product with D's last "
+                                    "features, Miyato and Koyama 2018)")
     sync_bn: bool = setting(False, "under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)")
     resnet: ResNetConfig | None = setting(None, "model.family=resnet's own settings; None: their defaults")
 
@@ -187,6 +192,7 @@ class NetConfig:
             _check(getattr(self, name) <= most, f"model.{name} must be <= {most}, got {getattr(self, name)}")
         _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
         _check(self.g_norm in G_NORMS, f"model.g_norm must be one of {G_NORMS}, got {self.g_norm!r}")
+        _check(self.d_cond in D_CONDS, f"model.d_cond must be one of {D_CONDS}, got {self.d_cond!r}")
 
 
 @dataclass(frozen=True)

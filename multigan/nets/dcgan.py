@@ -5,9 +5,12 @@ Both networks work on [B, C, H, W] for any C, H, W (28x28 digits, 64x64 RGB,
 G starts from a small base grid and doubles it k times; where H or W is not
 base * 2^k, G renders a slightly larger grid and crops its centre.
 
-With `n_classes` > 0 both are class-conditional (Mirza and Osindero 2014):
-G reads the label one-hot beside z, and D reads it as one-hot planes beside
-the image channels.
+With `n_classes` > 0 both are class-conditional: G reads the label one-hot
+beside z (Mirza and Osindero 2014), and D either reads it as one-hot planes
+beside the image channels (`d_cond="concat"`) or adds the inner product of a
+class embedding with the features its linear head reads (`d_cond="projection"`,
+Miyato and Koyama 2018): the label then asks "is this a real x of class y"
+at the level of D's last features rather than of the pixels.
 """
 from __future__ import annotations
 
@@ -121,7 +124,8 @@ class Discriminator(nn.Module):
         k = max(k, 1)
         widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(k)]
         self.n_classes = cfg.n_classes
-        layers: list[nn.Module] = [nn.Conv2d(c_in + cfg.n_classes, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        self.planes = cfg.n_classes if cfg.d_cond == "concat" else 0  # one-hot label planes beside the image
+        layers: list[nn.Module] = [nn.Conv2d(c_in + self.planes, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         layers += _d_refine(widths[0], cfg.depth, cfg.d_norm)
         h, w = height // 2, width // 2
         for c_prev, c_next in zip(widths[:-1], widths[1:]):
@@ -130,19 +134,28 @@ class Discriminator(nn.Module):
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1] * h * w, 1)
+        # Projection: y's row of `embed` is a class-specific second head on the same features.
+        self.embed = nn.Embedding(cfg.n_classes, widths[-1] * h * w) if cfg.n_classes and not self.planes else None
         self.apply(_init_weights)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
         if cfg.spectral_norm:  # after init: the parametrisation wraps the initialised weight
             for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     spectral_norm(m)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.n_classes:
             if y is None:
                 raise ValueError("this discriminator is class-conditional: pass labels y [B]")
-            planes = torch.nn.functional.one_hot(y, self.n_classes).to(x.dtype)  # [B, K]
-            x = torch.cat([x, planes[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)  # [B, C + K, H, W]
-        return self.head(self.features(x).flatten(1)).squeeze(1)
+            if self.planes:
+                planes = torch.nn.functional.one_hot(y, self.n_classes).to(x.dtype)  # [B, K]
+                x = torch.cat([x, planes[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)  # [B, C + K, H, W]
+        h = self.features(x).flatten(1)  # [B, F]
+        score = self.head(h).squeeze(1)  # [B]
+        if self.embed is not None:
+            score = score + (self.embed(y).to(h.dtype) * h).sum(1)
+        return score
 
 
 def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:
@@ -187,13 +200,17 @@ def parameter_count(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[int, i
     g += widths[-1] * c * (16 if k else 9) + c
     # Discriminator: max(k, 1) halvings, then a linear head on what is left of the grid.
     widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(max(k, 1))]
-    d = (c + max(cfg.n_classes, 0)) * widths[0] * 16 + widths[0]
+    n_classes = max(cfg.n_classes, 0)
+    planes = n_classes if cfg.d_cond == "concat" else 0
+    d = (c + planes) * widths[0] * 16 + widths[0]
     d += cfg.depth * _conv_count(widths[0], widths[0], 3, cfg.d_norm)
     h, w = height // 2, width // 2
     for c_prev, c_next in zip(widths[:-1], widths[1:]):
         d += _conv_count(c_prev, c_next, 4, cfg.d_norm) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.d_norm)
         h, w = h // 2, w // 2
     d += widths[-1] * h * w + 1
+    if n_classes and not planes:
+        d += n_classes * widths[-1] * h * w  # the projection's class embedding
     return g, d
 
 

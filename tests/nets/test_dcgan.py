@@ -1,12 +1,14 @@
 """DCGAN generator and discriminator, built from the sample shape."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from multigan.config import NetConfig
+from multigan.config import D_CONDS, NetConfig
 from multigan.errors import ConfigError
 from multigan.nets.dcgan import build, plan_scales
 
@@ -176,10 +178,11 @@ COND_SHAPES = [(1, 28, 28), (3, 64, 64), (1, 64, 64)]  # digits, RGB, a 64-mel x
 CONDITIONAL = NetConfig(z_dim=16, g_width=8, d_width=8, n_classes=10)
 
 
+@pytest.mark.parametrize("d_cond", D_CONDS)
 @pytest.mark.parametrize("shape", COND_SHAPES, ids=_ids)
-def test_conditional_shapes_and_ranges(shape, one_thread):
+def test_conditional_shapes_and_ranges(shape, d_cond, one_thread):
     torch.manual_seed(0)
-    G, D = build(CONDITIONAL, shape)
+    G, D = build(replace(CONDITIONAL, d_cond=d_cond), shape)
     assert G.n_classes == D.n_classes == 10
     z, y = torch.randn(4, 16) * 3, torch.tensor([0, 3, 9, 3])
     x = G(z, y)
@@ -192,9 +195,10 @@ def test_conditional_shapes_and_ranges(shape, one_thread):
     assert D(x[:1], y[:1]).shape == (1,)
 
 
-def test_the_label_changes_G_and_D_outputs(one_thread):
+@pytest.mark.parametrize("d_cond", D_CONDS)
+def test_the_label_changes_G_and_D_outputs(d_cond, one_thread):
     torch.manual_seed(0)
-    G, D = build(CONDITIONAL, (1, 28, 28))
+    G, D = build(replace(CONDITIONAL, d_cond=d_cond), (1, 28, 28))
     G.eval(), D.eval()  # running statistics: each row is computed on its own
     z = torch.randn(1, 16).expand(10, 16)  # one z, every label
     x = G(z, torch.arange(10))
@@ -205,8 +209,9 @@ def test_the_label_changes_G_and_D_outputs(one_thread):
     assert len(set(scores.tolist())) == 10, "D ignores the label"
 
 
-def test_conditional_nets_need_labels():
-    G, D = build(CONDITIONAL, (1, 28, 28))
+@pytest.mark.parametrize("d_cond", D_CONDS)
+def test_conditional_nets_need_labels(d_cond):
+    G, D = build(replace(CONDITIONAL, d_cond=d_cond), (1, 28, 28))
     with pytest.raises(ValueError, match="labels"):
         G(torch.randn(2, 16))
     with pytest.raises(ValueError, match="labels"):
@@ -264,10 +269,10 @@ def test_parameter_count_equals_the_built_nets(shape, one_thread):
 
     # max_width 16 caps the coarser scales of the wider nets, so the cap is counted too.
     # G's count does not read d_norm nor D's g_norm: pairing them covers every value of each.
-    for n_classes, depth, sn, (d_norm, g_norm), width in itertools.product(
-            (0, 10), (0, 1), (False, True), zip(D_NORMS, G_NORMS), (4, 8)):
+    for n_classes, d_cond, depth, sn, (d_norm, g_norm), width in itertools.product(
+            (0, 10), D_CONDS, (0, 1), (False, True), zip(D_NORMS, G_NORMS), (4, 8)):
         cfg = NetConfig(z_dim=16, g_width=width, d_width=width, max_width=16, depth=depth, n_classes=n_classes,
-                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm)
+                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm, d_cond=d_cond)
         G, D = build(cfg, shape)
         assert parameter_count(cfg, shape) == (_n_params(G), _n_params(D)), cfg
 
@@ -361,3 +366,17 @@ def test_a_checkpoint_asking_for_huge_nets_is_refused_quickly(tmp_path, one_thre
     with pytest.raises(ConfigError, match="g_width=6000"):
         build(model, shape)
     assert time.perf_counter() - start < 1.0
+
+
+def test_projection_reads_the_label_only_through_its_embedding(one_thread):
+    torch.manual_seed(0)
+    _, D = build(replace(CONDITIONAL, d_cond="projection", spectral_norm=True), (1, 28, 28))
+    assert D.features[0].in_channels == 1, "a projection D has no label planes"
+    assert parametrize.is_parametrized(D.embed, "weight"), "spectral norm must bound the class embedding too"
+    D.eval()
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    y = torch.tensor([1, 4, 7])
+    with torch.no_grad():
+        h = D.features(x).flatten(1)
+        expected = D.head(h).squeeze(1) + (D.embed(y) * h).sum(1)
+        torch.testing.assert_close(D(x, y), expected)

@@ -28,6 +28,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 G_NORMS = ("batch", "layer", "none")
 # How a class-conditional DCGAN D reads the label.
 D_CONDS = ("concat", "projection")
+# How a class-conditional DCGAN G reads the label.
+G_CONDS = ("concat", "batchnorm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Keys of `LossConfig.weights`; they are also the keys of the JSONL log.
 LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1")
@@ -177,6 +179,8 @@ class NetConfig:
     d_cond: str = setting("concat", "how a class-conditional DCGAN D reads the label: concat (one-hot planes beside "
                                     "the image) or projection (a class embedding's inner product with D's last "
                                     "features, Miyato and Koyama 2018)")
+    g_cond: str = setting("concat", "how a class-conditional DCGAN G reads the label: concat (one-hot beside z) or "
+                                    "batchnorm (a class scale and shift in each of G's batch norms, as BigGAN)")
     sync_bn: bool = setting(False, "under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)")
     resnet: ResNetConfig | None = setting(None, "model.family=resnet's own settings; None: their defaults")
 
@@ -193,6 +197,9 @@ class NetConfig:
         _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
         _check(self.g_norm in G_NORMS, f"model.g_norm must be one of {G_NORMS}, got {self.g_norm!r}")
         _check(self.d_cond in D_CONDS, f"model.d_cond must be one of {D_CONDS}, got {self.d_cond!r}")
+        _check(self.g_cond in G_CONDS, f"model.g_cond must be one of {G_CONDS}, got {self.g_cond!r}")
+        _check(self.g_cond != "batchnorm" or self.g_norm == "batch",
+               f"model.g_cond=batchnorm needs G's batch norms (model.g_norm=batch), got g_norm={self.g_norm!r}")
 
 
 @dataclass(frozen=True)

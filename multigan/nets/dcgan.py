@@ -5,8 +5,10 @@ Both networks work on [B, C, H, W] for any C, H, W (28x28 digits, 64x64 RGB,
 G starts from a small base grid and doubles it k times; where H or W is not
 base * 2^k, G renders a slightly larger grid and crops its centre.
 
-With `n_classes` > 0 both are class-conditional: G reads the label one-hot
-beside z (Mirza and Osindero 2014), and D either reads it as one-hot planes
+With `n_classes` > 0 both are class-conditional: G reads the label either
+one-hot beside z (`g_cond="concat"`, Mirza and Osindero 2014) or as a class
+scale and shift in each of its batch norms (`g_cond="batchnorm"`, as SNGAN and
+BigGAN), and D either reads it as one-hot planes
 beside the image channels (`d_cond="concat"`) or adds the inner product of a
 class embedding with the features its linear head reads (`d_cond="projection"`,
 Miyato and Koyama 2018): the label then asks "is this a real x of class y"
@@ -22,6 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from multigan.config import NetConfig
 from multigan.errors import ConfigError
+from multigan.nets.layers import ConditionalBatchNorm
 
 
 def plan_scales(height: int, width: int, min_base: int = 4, max_scales: int = 6) -> tuple[int, int, int]:
@@ -50,7 +53,7 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm)):
+    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm)) and m.weight is not None:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 
@@ -62,20 +65,23 @@ class Generator(nn.Module):
         super().__init__()
         c_out, self.height, self.width = shape
         self.z_dim, self.n_classes = cfg.z_dim, cfg.n_classes
+        # Labels in the norms (ConditionalBatchNorm), or one-hot beside z.
+        self.cbn = cfg.n_classes if cfg.g_cond == "batchnorm" else 0
+        n_onehot = cfg.n_classes if not self.cbn else 0
         k, h0, w0 = plan_scales(self.height, self.width)
         widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
         self.base = (widths[0], h0, w0)
         self.project = nn.Sequential(
-            nn.Linear(cfg.z_dim + cfg.n_classes, widths[0] * h0 * w0, bias=cfg.g_norm == "none"),
+            nn.Linear(cfg.z_dim + n_onehot, widths[0] * h0 * w0, bias=cfg.g_norm == "none"),
             nn.Unflatten(1, self.base),
-            _norm(cfg.g_norm, widths[0]),
+            _norm(cfg.g_norm, widths[0], self.cbn),
             nn.ReLU(inplace=True),
         )
-        layers: list[nn.Module] = _g_refine(widths[0], cfg.depth, cfg.g_norm)
+        layers: list[nn.Module] = _g_refine(widths[0], cfg.depth, cfg.g_norm, self.cbn)
         for c_in, c_next in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(c_in, c_next, 4, 2, 1, bias=cfg.g_norm == "none"), _norm(cfg.g_norm, c_next),
-                       nn.ReLU(inplace=True)]
-            layers += _g_refine(c_next, cfg.depth, cfg.g_norm)
+            layers += [nn.ConvTranspose2d(c_in, c_next, 4, 2, 1, bias=cfg.g_norm == "none"),
+                       _norm(cfg.g_norm, c_next, self.cbn), nn.ReLU(inplace=True)]
+            layers += _g_refine(c_next, cfg.depth, cfg.g_norm, self.cbn)
         # The last layer doubles to full size (or keeps it when k == 0) and maps to C channels.
         last = nn.ConvTranspose2d(widths[-1], c_out, 4, 2, 1) if k else nn.Conv2d(widths[-1], c_out, 3, 1, 1)
         self.body = nn.Sequential(*layers, last, nn.Tanh())
@@ -85,18 +91,30 @@ class Generator(nn.Module):
         if self.n_classes:
             if y is None:
                 raise ValueError("this generator is class-conditional: pass labels y [B]")
+            if self.cbn:
+                return self._crop(_through(self.body, _through(self.project, z, y), y))
             z = torch.cat([z, torch.nn.functional.one_hot(y, self.n_classes).to(z.dtype)], 1)  # [B, z_dim + K]
-        x = self.body(self.project(z))  # [B, C, h0 * 2^k, w0 * 2^k]
+        return self._crop(self.body(self.project(z)))
+
+    def _crop(self, x: Tensor) -> Tensor:
+        """x [B, C, h0 * 2^k, w0 * 2^k] -> its centre [B, C, H, W]."""
         dh, dw = x.shape[2] - self.height, x.shape[3] - self.width
         if dh or dw:
             x = x[:, :, dh // 2:dh // 2 + self.height, dw // 2:dw // 2 + self.width]
         return x
 
 
-def _g_refine(channels: int, depth: int, norm: str) -> list[nn.Module]:
+def _through(layers: nn.Sequential, h: Tensor, y: Tensor) -> Tensor:
+    """`layers` applied in turn, the class-conditional norms given the labels y [B] too."""
+    for m in layers:
+        h = m(h, y) if isinstance(m, ConditionalBatchNorm) else m(h)
+    return h
+
+
+def _g_refine(channels: int, depth: int, norm: str, n_classes: int = 0) -> list[nn.Module]:
     """`depth` size-preserving 3x3 conv blocks: more capacity at one scale at little cost on small grids."""
     return [m for _ in range(depth)
-            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=norm == "none"), _norm(norm, channels),
+            for m in (nn.Conv2d(channels, channels, 3, 1, 1, bias=norm == "none"), _norm(norm, channels, n_classes),
                       nn.ReLU(inplace=True))]
 
 
@@ -106,9 +124,10 @@ def _d_refine(channels: int, depth: int, norm: str) -> list[nn.Module]:
                       nn.LeakyReLU(0.2, inplace=True))]
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, n_classes: int = 0) -> nn.Module:
+    """The norm `kind` over `channels`; with `n_classes`, batch norm takes its scale and shift from the label."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return ConditionalBatchNorm(channels, n_classes) if n_classes else nn.BatchNorm2d(channels)
     if kind == "layer":  # per example over (C, H, W): safe with the gradient penalty
         return nn.GroupNorm(1, channels)
     return nn.Identity()
@@ -176,31 +195,35 @@ MAX_PARAMETERS = 10**9
 MAX_SIDE = 2**24  # pixels on one side of a sample: more is a corrupt shape, not an image
 
 
-def _norm_count(kind: str, channels: int) -> int:
-    return 2 * channels if kind in ("batch", "layer") else 0  # scale and shift; running stats are buffers
+def _norm_count(kind: str, channels: int, n_classes: int = 0) -> int:
+    """Scale and shift (running statistics are buffers); per class for class-conditional batch norm."""
+    if kind == "batch" and n_classes:
+        return 2 * n_classes * channels
+    return 2 * channels if kind in ("batch", "layer") else 0
 
 
-def _conv_count(c_in: int, c_out: int, kernel: int, norm: str) -> int:
+def _conv_count(c_in: int, c_out: int, kernel: int, norm: str, n_classes: int = 0) -> int:
     """A square convolution, biased only without a norm, and its norm."""
-    return c_in * c_out * kernel * kernel + (c_out if norm == "none" else 0) + _norm_count(norm, c_out)
+    return c_in * c_out * kernel * kernel + (c_out if norm == "none" else 0) + _norm_count(norm, c_out, n_classes)
 
 
 def parameter_count(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[int, int]:
     """(G, D): how many parameters `build(cfg, shape)` creates, counted layer by layer without allocating."""
     c, height, width = shape
-    n_in = cfg.z_dim + max(cfg.n_classes, 0)  # -1, not yet resolved from the data, counts as unconditional
+    n_classes = max(cfg.n_classes, 0)  # -1, not yet resolved from the data, counts as unconditional
+    cbn = n_classes if cfg.g_cond == "batchnorm" else 0
+    n_in = cfg.z_dim + (0 if cbn else n_classes)
     k, h0, w0 = plan_scales(height, width)
     # Generator: project z to the base grid, k - 1 doublings, the last doubling to C channels.
     widths = [min(cfg.g_width * 2 ** (k - 1 - i), cfg.max_width) for i in range(k)] if k else [cfg.g_width]
     base = widths[0] * h0 * w0
-    g = n_in * base + (base if cfg.g_norm == "none" else 0) + _norm_count(cfg.g_norm, widths[0])
-    g += cfg.depth * _conv_count(widths[0], widths[0], 3, cfg.g_norm)
+    g = n_in * base + (base if cfg.g_norm == "none" else 0) + _norm_count(cfg.g_norm, widths[0], cbn)
+    g += cfg.depth * _conv_count(widths[0], widths[0], 3, cfg.g_norm, cbn)
     for c_prev, c_next in zip(widths[:-1], widths[1:]):
-        g += _conv_count(c_prev, c_next, 4, cfg.g_norm) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.g_norm)
+        g += _conv_count(c_prev, c_next, 4, cfg.g_norm, cbn) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.g_norm, cbn)
     g += widths[-1] * c * (16 if k else 9) + c
     # Discriminator: max(k, 1) halvings, then a linear head on what is left of the grid.
     widths = [min(cfg.d_width * 2**i, cfg.max_width) for i in range(max(k, 1))]
-    n_classes = max(cfg.n_classes, 0)
     planes = n_classes if cfg.d_cond == "concat" else 0
     d = (c + planes) * widths[0] * 16 + widths[0]
     d += cfg.depth * _conv_count(widths[0], widths[0], 3, cfg.d_norm)

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from multigan.config import D_CONDS, NetConfig
+from multigan.config import D_CONDS, G_CONDS, NetConfig
 from multigan.errors import ConfigError
 from multigan.nets.dcgan import build, plan_scales
+from multigan.nets.layers import ConditionalBatchNorm
 
 SHAPES = [(1, 28, 28), (3, 64, 64), (1, 80, 64), (1, 64, 80), (3, 32, 32), (1, 27, 27)]
 SMALL = NetConfig(z_dim=16, g_width=8, d_width=8)
@@ -178,11 +179,11 @@ COND_SHAPES = [(1, 28, 28), (3, 64, 64), (1, 64, 64)]  # digits, RGB, a 64-mel x
 CONDITIONAL = NetConfig(z_dim=16, g_width=8, d_width=8, n_classes=10)
 
 
-@pytest.mark.parametrize("d_cond", D_CONDS)
+@pytest.mark.parametrize("d_cond,g_cond", list(zip(D_CONDS, G_CONDS)))
 @pytest.mark.parametrize("shape", COND_SHAPES, ids=_ids)
-def test_conditional_shapes_and_ranges(shape, d_cond, one_thread):
+def test_conditional_shapes_and_ranges(shape, d_cond, g_cond, one_thread):
     torch.manual_seed(0)
-    G, D = build(replace(CONDITIONAL, d_cond=d_cond), shape)
+    G, D = build(replace(CONDITIONAL, d_cond=d_cond, g_cond=g_cond), shape)
     assert G.n_classes == D.n_classes == 10
     z, y = torch.randn(4, 16) * 3, torch.tensor([0, 3, 9, 3])
     x = G(z, y)
@@ -195,10 +196,10 @@ def test_conditional_shapes_and_ranges(shape, d_cond, one_thread):
     assert D(x[:1], y[:1]).shape == (1,)
 
 
-@pytest.mark.parametrize("d_cond", D_CONDS)
-def test_the_label_changes_G_and_D_outputs(d_cond, one_thread):
+@pytest.mark.parametrize("d_cond,g_cond", list(zip(D_CONDS, G_CONDS)))
+def test_the_label_changes_G_and_D_outputs(d_cond, g_cond, one_thread):
     torch.manual_seed(0)
-    G, D = build(replace(CONDITIONAL, d_cond=d_cond), (1, 28, 28))
+    G, D = build(replace(CONDITIONAL, d_cond=d_cond, g_cond=g_cond), (1, 28, 28))
     G.eval(), D.eval()  # running statistics: each row is computed on its own
     z = torch.randn(1, 16).expand(10, 16)  # one z, every label
     x = G(z, torch.arange(10))
@@ -209,9 +210,9 @@ def test_the_label_changes_G_and_D_outputs(d_cond, one_thread):
     assert len(set(scores.tolist())) == 10, "D ignores the label"
 
 
-@pytest.mark.parametrize("d_cond", D_CONDS)
-def test_conditional_nets_need_labels(d_cond):
-    G, D = build(replace(CONDITIONAL, d_cond=d_cond), (1, 28, 28))
+@pytest.mark.parametrize("d_cond,g_cond", list(zip(D_CONDS, G_CONDS)))
+def test_conditional_nets_need_labels(d_cond, g_cond):
+    G, D = build(replace(CONDITIONAL, d_cond=d_cond, g_cond=g_cond), (1, 28, 28))
     with pytest.raises(ValueError, match="labels"):
         G(torch.randn(2, 16))
     with pytest.raises(ValueError, match="labels"):
@@ -269,10 +270,12 @@ def test_parameter_count_equals_the_built_nets(shape, one_thread):
 
     # max_width 16 caps the coarser scales of the wider nets, so the cap is counted too.
     # G's count does not read d_norm nor D's g_norm: pairing them covers every value of each.
-    for n_classes, d_cond, depth, sn, (d_norm, g_norm), width in itertools.product(
-            (0, 10), D_CONDS, (0, 1), (False, True), zip(D_NORMS, G_NORMS), (4, 8)):
+    for n_classes, (d_cond, g_cond), depth, sn, (d_norm, g_norm), width in itertools.product(
+            (0, 10), zip(D_CONDS, G_CONDS), (0, 1), (False, True), zip(D_NORMS, G_NORMS), (4, 8)):
+        if g_cond == "batchnorm" and g_norm != "batch":
+            continue
         cfg = NetConfig(z_dim=16, g_width=width, d_width=width, max_width=16, depth=depth, n_classes=n_classes,
-                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm, d_cond=d_cond)
+                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm, d_cond=d_cond, g_cond=g_cond)
         G, D = build(cfg, shape)
         assert parameter_count(cfg, shape) == (_n_params(G), _n_params(D)), cfg
 
@@ -380,3 +383,13 @@ def test_projection_reads_the_label_only_through_its_embedding(one_thread):
         h = D.features(x).flatten(1)
         expected = D.head(h).squeeze(1) + (D.embed(y) * h).sum(1)
         torch.testing.assert_close(D(x, y), expected)
+
+
+def test_batchnorm_conditioning_puts_the_label_in_every_G_norm(one_thread):
+    torch.manual_seed(0)
+    G, _ = build(replace(CONDITIONAL, g_cond="batchnorm"), (1, 28, 28))
+    norms = [m for m in G.modules() if isinstance(m, ConditionalBatchNorm)]
+    assert norms and not any(isinstance(m, nn.BatchNorm2d) and m.affine for m in G.modules())
+    assert G.project[0].in_features == 16, "z alone enters G: the label is in the norms"
+    with pytest.raises(ConfigError, match="g_norm=batch"):
+        NetConfig(n_classes=10, g_cond="batchnorm", g_norm="layer")

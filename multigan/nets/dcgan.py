@@ -153,7 +153,10 @@ class Discriminator(nn.Module):
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[-1] * h * w, 1)
-        # Projection: y's row of `embed` is a class-specific second head on the same features.
+        # Projection: y's row of `embed` is a class-specific second head on the same flattened
+        # features. On features averaged over the grid (as SNGAN pools them) it did far worse on
+        # MNIST (classifier score 6.30 against 9.60 after 2,100 steps): the label then cannot
+        # say where in the sample a class's strokes belong.
         self.embed = nn.Embedding(cfg.n_classes, widths[-1] * h * w) if cfg.n_classes and not self.planes else None
         self.apply(_init_weights)
         if self.embed is not None:

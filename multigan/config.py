@@ -181,6 +181,8 @@ class NetConfig:
                                     "features, Miyato and Koyama 2018)")
     g_cond: str = setting("concat", "how a class-conditional DCGAN G reads the label: concat (one-hot beside z) or "
                                     "batchnorm (a class scale and shift in each of G's batch norms, as BigGAN)")
+    mbstd_group: int = setting(0, "DCGAN D: > 0 adds the standard deviation of its last features over groups of this "
+                                  "many examples as one more feature map (ProGAN's minibatch std, for variety); 0: off")
     sync_bn: bool = setting(False, "under torchrun on CUDA: batch statistics over all ranks (SyncBatchNorm)")
     resnet: ResNetConfig | None = setting(None, "model.family=resnet's own settings; None: their defaults")
 
@@ -197,6 +199,7 @@ class NetConfig:
         _check(self.d_norm in D_NORMS, f"model.d_norm must be one of {D_NORMS}, got {self.d_norm!r}")
         _check(self.g_norm in G_NORMS, f"model.g_norm must be one of {G_NORMS}, got {self.g_norm!r}")
         _check(self.d_cond in D_CONDS, f"model.d_cond must be one of {D_CONDS}, got {self.d_cond!r}")
+        _check(0 <= self.mbstd_group <= 4096, f"model.mbstd_group must be in 0..4096 (0: off), got {self.mbstd_group}")
         _check(self.g_cond in G_CONDS, f"model.g_cond must be one of {G_CONDS}, got {self.g_cond!r}")
         _check(self.g_cond != "batchnorm" or self.g_norm == "batch",
                f"model.g_cond=batchnorm needs G's batch norms (model.g_norm=batch), got g_norm={self.g_norm!r}")

@@ -152,7 +152,8 @@ class Discriminator(nn.Module):
             layers += _d_refine(c_next, cfg.depth, cfg.d_norm)
             h, w = h // 2, w // 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(widths[-1] * h * w, 1)
+        self.mbstd_group = cfg.mbstd_group
+        self.head = nn.Linear((widths[-1] + (1 if cfg.mbstd_group else 0)) * h * w, 1)
         # Projection: y's row of `embed` is a class-specific second head on the same flattened
         # features. On features averaged over the grid (as SNGAN pools them) it did far worse on
         # MNIST (classifier score 6.30 against 9.60 after 2,100 steps): the label then cannot
@@ -173,11 +174,25 @@ class Discriminator(nn.Module):
             if self.planes:
                 planes = torch.nn.functional.one_hot(y, self.n_classes).to(x.dtype)  # [B, K]
                 x = torch.cat([x, planes[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)  # [B, C + K, H, W]
-        h = self.features(x).flatten(1)  # [B, F]
-        score = self.head(h).squeeze(1)  # [B]
+        h = self.features(x)  # [B, C', h, w]
+        seen = torch.cat([h, minibatch_std(h, self.mbstd_group)], 1) if self.mbstd_group else h  # [B, C' (+1), h, w]
+        score = self.head(seen.flatten(1)).squeeze(1)  # [B]
         if self.embed is not None:
-            score = score + (self.embed(y).to(h.dtype) * h).sum(1)
+            score = score + (self.embed(y).to(h.dtype) * h.flatten(1)).sum(1)
         return score
+
+
+def minibatch_std(h: Tensor, group: int) -> Tensor:
+    """h [B, C, H, W] -> [B, 1, H, W]: per group of `group` consecutive examples (the whole batch when it
+    does not divide), the standard deviation over the group, averaged over channels and broadcast back.
+
+    D sees how varied the batch is, so a G that draws too alike samples is easy to tell (Karras et al. 2018).
+    """
+    b = h.shape[0]
+    g = group if b % group == 0 else b
+    x = h.float().unflatten(0, (b // g, g))  # [B/g, g, C, H, W]
+    std = (x.var(1, unbiased=False) + 1e-8).sqrt().mean(1, keepdim=True)  # [B/g, 1, H, W]
+    return std.repeat_interleave(g, 0).to(h.dtype)  # [B, 1, H, W]
 
 
 def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discriminator]:
@@ -234,7 +249,7 @@ def parameter_count(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[int, i
     for c_prev, c_next in zip(widths[:-1], widths[1:]):
         d += _conv_count(c_prev, c_next, 4, cfg.d_norm) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.d_norm)
         h, w = h // 2, w // 2
-    d += widths[-1] * h * w + 1
+    d += (widths[-1] + (1 if cfg.mbstd_group else 0)) * h * w + 1
     if n_classes and not planes:
         d += n_classes * widths[-1] * h * w  # the projection's class embedding
     return g, d

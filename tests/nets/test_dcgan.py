@@ -270,12 +270,13 @@ def test_parameter_count_equals_the_built_nets(shape, one_thread):
 
     # max_width 16 caps the coarser scales of the wider nets, so the cap is counted too.
     # G's count does not read d_norm nor D's g_norm: pairing them covers every value of each.
-    for n_classes, (d_cond, g_cond), depth, sn, (d_norm, g_norm), width in itertools.product(
-            (0, 10), zip(D_CONDS, G_CONDS), (0, 1), (False, True), zip(D_NORMS, G_NORMS), (4, 8)):
+    for n_classes, (d_cond, g_cond), depth, sn, (d_norm, g_norm), (width, mbstd) in itertools.product(
+            (0, 10), zip(D_CONDS, G_CONDS), (0, 1), (False, True), zip(D_NORMS, G_NORMS), ((4, 0), (8, 4))):
         if g_cond == "batchnorm" and g_norm != "batch":
             continue
         cfg = NetConfig(z_dim=16, g_width=width, d_width=width, max_width=16, depth=depth, n_classes=n_classes,
-                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm, d_cond=d_cond, g_cond=g_cond)
+                        spectral_norm=sn, d_norm=d_norm, g_norm=g_norm, d_cond=d_cond, g_cond=g_cond,
+                        mbstd_group=mbstd)
         G, D = build(cfg, shape)
         assert parameter_count(cfg, shape) == (_n_params(G), _n_params(D)), cfg
 
@@ -393,3 +394,22 @@ def test_batchnorm_conditioning_puts_the_label_in_every_G_norm(one_thread):
     assert G.project[0].in_features == 16, "z alone enters G: the label is in the norms"
     with pytest.raises(ConfigError, match="g_norm=batch"):
         NetConfig(n_classes=10, g_cond="batchnorm", g_norm="layer")
+
+
+def test_minibatch_std_lets_D_see_how_varied_a_group_is(one_thread):
+    from multigan.nets.dcgan import minibatch_std
+
+    h = torch.randn(8, 5, 3, 3)
+    std = minibatch_std(h, 4)
+    assert std.shape == (8, 1, 3, 3)
+    torch.testing.assert_close(std[0], h[:4].std(0, unbiased=False).mean(0, keepdim=True), atol=1e-4, rtol=1e-4)
+    assert torch.equal(std[0], std[3]) and not torch.equal(std[0], std[4]), "one value per group of 4"
+    assert minibatch_std(h[:1].expand(4, -1, -1, -1), 4).max() < 1e-3, "identical examples: no spread"
+    assert minibatch_std(h[:6], 4).shape == (6, 1, 3, 3), "a batch that 4 does not divide is one group"
+
+    torch.manual_seed(0)
+    _, D = build(replace(CONDITIONAL, n_classes=0, mbstd_group=4, d_norm="none"), (1, 28, 28))
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    with torch.no_grad():
+        alike, varied = D(x[:1].expand(4, -1, -1, -1))[0], D(torch.cat([x[:1], x[1:]]))[0]
+    assert alike != varied, "the same example scores differently beside copies of itself and beside others"

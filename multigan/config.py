@@ -26,6 +26,8 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 D_NORMS = ("batch", "layer", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 G_NORMS = ("batch", "layer", "none")
+# Where a clip sits in the training window (multigan.audio.io.CROP_MODES).
+CLIP_CROPS = ("random", "center", "start")
 # How a class-conditional DCGAN D reads the label.
 D_CONDS = ("concat", "projection")
 # How a class-conditional DCGAN G reads the label.
@@ -77,6 +79,8 @@ class AudioConfig:
     max_source_rate: int = setting(192_000, "source files whose header gives a higher rate (Hz) are skipped")
     max_seconds: float = setting(60.0, "source files longer than this (seconds) are skipped")
     min_frames: int = setting(5, "clips shorter than this many STFT frames after trimming are skipped")
+    crop: str = setting("random", f"where training places each clip in the window of `frames` frames ({', '.join(CLIP_CROPS)}); "
+                                  "shorter clips are zero-padded around it, longer ones cut; evaluation centres them")
 
     def __post_init__(self):
         _check(self.sample_rate >= 1000, f"data.audio.sample_rate must be >= 1000, got {self.sample_rate}")
@@ -97,6 +101,7 @@ class AudioConfig:
                f"got {self.min_source_rate} and {self.max_source_rate}")
         _check(self.max_seconds > 0, f"data.audio.max_seconds must be > 0, got {self.max_seconds}")
         _check(self.min_frames >= 1, f"data.audio.min_frames must be >= 1, got {self.min_frames}")
+        _check(self.crop in CLIP_CROPS, f"data.audio.crop must be one of {CLIP_CROPS}, got {self.crop!r}")
 
     @property
     def length(self) -> int:

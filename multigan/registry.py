@@ -51,7 +51,7 @@ def _mel_data(cfg: DataConfig, progress: bool = True) -> tuple[torch.utils.data.
         raise ConfigError("the mel modality needs data.root, a folder of audio clips (--data-root)")
     audio = cfg.audio or AudioConfig()
     dataset = load_clip_folder(cfg.root, sample_rate=audio.sample_rate, length=audio.length, trim_db=audio.trim_db,
-                               crop="random", progress=progress, min_source_rate=audio.min_source_rate,
+                               crop=audio.crop, progress=progress, min_source_rate=audio.min_source_rate,
                                max_source_rate=audio.max_source_rate, max_seconds=audio.max_seconds,
                                min_length=audio.min_length)
     key = json.dumps([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths])

@@ -4,6 +4,7 @@ import errno
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 import multigan.audio.io as audio_io
 from multigan.data.audio_folder import ClipDataset, find_audio_files, fsdd_split, load_clip_folder
-from multigan.errors import DataError
+from multigan.errors import ConfigError, DataError
 
 SR = 8000
 LENGTH = 4096
@@ -379,3 +380,17 @@ def test_batches_and_crops(recordings, tmp_path):
     # As the trainer reads it: a DataLoader with a batch sampler hands over ready [B, length] batches.
     loader = torch.utils.data.DataLoader(center, batch_sampler=[[0, 1, 2], [3, 4, 5]], collate_fn=lambda b: b)
     assert [tuple(b.shape) for b in loader] == [(3, 2000), (3, 2000)]
+
+
+def test_training_data_places_clips_as_data_audio_crop_says(fsdd_copy, tmp_path, monkeypatch):
+    from multigan.config import AudioConfig, DataConfig
+    from multigan.registry import load_data
+
+    monkeypatch.setenv("MULTIGAN_CACHE", str(tmp_path / "cache"))
+    audio = AudioConfig(frames=32)  # a 0.5 s window at 8 kHz, longer than some clips and shorter than others
+    for mode in ("random", "center", "start"):
+        dataset, _ = load_data(DataConfig(modality="mel", source="folder", root=str(fsdd_copy),
+                                          audio=replace(audio, crop=mode)), progress=False)
+        assert dataset.crop == mode
+    with pytest.raises(ConfigError, match="data.audio.crop"):
+        AudioConfig(crop="middle")

@@ -40,13 +40,17 @@ def voice_quick() -> RunConfig:
     """DCGAN on 64x64 log-mel spectrograms of 1-second clips at 8 kHz (spoken digits, for example).
 
     Conditioned on the clips' labels when they have some (sub-folders, or
-    FSDD-style file names), unconditional otherwise.
+    FSDD-style file names), unconditional otherwise. Adam at 4e-4 with betas
+    (0, 0.99) and ema_rampup 10: after 1,150 steps on FSDD, classifier score
+    4.94 and FID 19.86 against 4.34 and 26.55 with 2e-4, (0.5, 0.999) and
+    ema_rampup 100 (bench/quality.py, README's Quality section).
     """
     return RunConfig(
         name="voice-quick",
         data=DataConfig(modality="mel", source="folder", audio=AudioConfig()),
         model=NetConfig(z_dim=100, g_width=32, d_width=32, n_classes=-1),
-        train=TrainConfig(steps=3000, batch_size=64, ema_decay=0.995, ema_rampup=100,
+        optim=OptimConfig(lr_g=4e-4, lr_d=4e-4, betas=(0.0, 0.99)),
+        train=TrainConfig(steps=3000, batch_size=64, ema_decay=0.995, ema_rampup=10,
                           log_every=25, preview_every=250, checkpoint_every=500, n_preview=36),
     )
 

@@ -5,14 +5,14 @@ Both networks work on [B, C, H, W] for any C, H, W (28x28 digits, 64x64 RGB,
 G starts from a small base grid and doubles it k times; where H or W is not
 base * 2^k, G renders a slightly larger grid and crops its centre.
 
-With `n_classes` > 0 both are class-conditional: G reads the label either
+With `n_classes` > 0 both are class-conditional. G reads the label either
 one-hot beside z (`g_cond="concat"`, Mirza and Osindero 2014) or as a class
-scale and shift in each of its batch norms (`g_cond="batchnorm"`, as SNGAN and
-BigGAN), and D either reads it as one-hot planes
-beside the image channels (`d_cond="concat"`) or adds the inner product of a
-class embedding with the features its linear head reads (`d_cond="projection"`,
-Miyato and Koyama 2018): the label then asks "is this a real x of class y"
-at the level of D's last features rather than of the pixels.
+scale and shift in each of its batch norms (`g_cond="batchnorm"`, as SNGAN
+and BigGAN). D either reads it as one-hot planes beside the image channels
+(`d_cond="concat"`) or adds the inner product of a class embedding with the
+features its linear head reads (`d_cond="projection"`, Miyato and Koyama
+2018): the label then asks "is this a real x of class y" at the level of D's
+last features rather than of the pixels.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 D_NORMS = ("batch", "layer", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 G_NORMS = ("batch", "layer", "none")
-# Where a clip sits in the training window (multigan.audio.io.CROP_MODES).
+# Where a clip sits in its window (multigan.audio.io.crop_window).
 CLIP_CROPS = ("random", "center", "start")
 # How a class-conditional DCGAN D reads the label.
 D_CONDS = ("concat", "projection")

@@ -10,10 +10,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from multigan.config import AudioConfig
+from multigan.config import CLIP_CROPS, AudioConfig
 from multigan.errors import ConfigError, DataError
 
-CROP_MODES = ("center", "start", "random")
+CROP_MODES = CLIP_CROPS  # where a clip sits in a longer window, or which part of a longer clip is kept
 RESAMPLE_TYPE = "soxr_hq"  # librosa's default; part of the clip cache's key
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time, so a file with many channels is never in memory whole
 _BOUNDS = AudioConfig()  # where the default bounds on source files come from

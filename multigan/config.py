@@ -29,12 +29,14 @@ G_NORMS = ("batch", "layer", "none")
 # Where a clip sits in its window (multigan.audio.io.crop_window).
 CLIP_CROPS = ("random", "center", "start")
 # How a class-conditional DCGAN D reads the label.
-D_CONDS = ("concat", "projection")
+D_CONDS = ("concat", "projection", "aux")
 # How a class-conditional DCGAN G reads the label.
 G_CONDS = ("concat", "batchnorm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Keys of `LossConfig.weights`; they are also the keys of the JSONL log.
-LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1")
+LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1", "d_cls", "g_cls")
+# Terms on by default; the auxiliary classifier's (d_cls, g_cls) only ever run with a D that classifies.
+_DEFAULT_ON = ("d_adv", "g_adv", "d_cls", "g_cls")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -183,7 +185,9 @@ class NetConfig:
     spectral_norm: bool = setting(False, "spectral normalisation on every D layer (Miyato et al. 2018)")
     d_cond: str = setting("concat", "how a class-conditional DCGAN D reads the label: concat (one-hot planes beside "
                                     "the image) or projection (a class embedding's inner product with D's last "
-                                    "features, Miyato and Koyama 2018)")
+                                    "features, Miyato and Koyama 2018) or aux (D does not read it but also predicts "
+                                    "it, trained on real labels, and G is trained to make D predict its label: "
+                                    "AC-GAN, Odena et al. 2017; loss.weights d_cls and g_cls)")
     g_cond: str = setting("concat", "how a class-conditional DCGAN G reads the label: concat (one-hot beside z) or "
                                     "batchnorm (a class scale and shift in each of G's batch norms, as BigGAN)")
     mbstd_group: int = setting(0, "DCGAN D: > 0 adds the standard deviation of its last features over groups of this "
@@ -233,7 +237,7 @@ class LossConfig:
         _check(not unknown, f"loss.weights has unknown terms {sorted(unknown)}; known: {LOSS_TERMS}")
         _check(all(float(w) >= 0 for w in self.weights.values()), "loss.weights must be >= 0")
         # Fill missing terms so every consumer sees all keys.
-        full = {k: float(self.weights.get(k, 1.0 if k in ("d_adv", "g_adv") else 0.0)) for k in LOSS_TERMS}
+        full = {k: float(self.weights.get(k, 1.0 if k in _DEFAULT_ON else 0.0)) for k in LOSS_TERMS}
         object.__setattr__(self, "weights", MappingProxyType(full))  # read-only, like the rest
 
 

@@ -8,7 +8,8 @@ as a classifier, the raw value otherwise.
 
 `GANLoss` runs a whole phase on the nets it holds (after StyleGAN2's
 `loss.accumulate_gradients`): it draws the noise, conditions G and D on
-labels, reuses the fake batch, computes the penalties, and returns named
+labels, reuses the fake batch, computes the penalties and, with a D that also
+classifies (AC-GAN), the cross-entropy of its class head, and returns named
 terms. The trainer weighs them by `loss.weights`, back-propagates and steps.
 """
 from __future__ import annotations
@@ -166,12 +167,16 @@ class GANLoss:
     names are the keys of `loss.weights` and of the log.
     """
 
-    TERMS = {"D": ("d_adv", "gp", "r1"), "D_reg": ("gp", "r1"), "G": ("g_adv",)}
+    TERMS = {"D": ("d_adv", "gp", "r1", "d_cls"), "D_reg": ("gp", "r1"), "G": ("g_adv", "g_cls")}
 
     def __init__(self, objective: AdversarialLoss, G: Callable, D: Callable, noise: Noise, *, z_dim: int,
                  n_classes: int, weights: Mapping[str, float], n_critic: int = 1, reg_every: int = 1,
-                 D_reg: Callable | None = None, augment: Callable[..., Tensor] | None = None, augment_p: float = 0.0):
+                 D_reg: Callable | None = None, augment: Callable[..., Tensor] | None = None, augment_p: float = 0.0,
+                 classify: bool = False):
         self.objective, self.G, self.D, self.D_reg = objective, G, D, D_reg or D
+        # AC-GAN: D(x, y, classify=True) also returns class logits [B, K]; its head learns real labels
+        # only (d_cls), and G learns to have its samples assigned the labels it was given (g_cls).
+        self.classify = classify and n_classes > 0
         # DiffAugment: D only ever sees batches through the adapter's differentiable augmentation.
         self.augment, self.augment_p = (augment, augment_p) if augment is not None and augment_p > 0 else (None, 0.0)
         self.noise, self.z_dim, self.n_classes = noise, z_dim, n_classes
@@ -224,8 +229,14 @@ class GANLoss:
         else:
             with torch.no_grad():
                 fake = _call(self.G, z, y_fake)
-        out_real, out_fake = _call(self.D, self._aug(real), y_real), _call(self.D, self._aug(fake.detach()), y_fake)
+        if self.classify:
+            out_real, logits = self.D(self._aug(real), y_real, classify=True)
+        else:
+            out_real = _call(self.D, self._aug(real), y_real)
+        out_fake = _call(self.D, self._aug(fake.detach()), y_fake)
         terms = {"d_adv": self.objective.d_loss(out_real, out_fake)}
+        if self.classify:
+            terms["d_cls"] = F.cross_entropy(logits.float(), y_real)
         if figures is not None:
             figures["d_real"], figures["d_fake"] = self.objective.score(out_real), self.objective.score(out_fake)
         if penalise:
@@ -258,12 +269,18 @@ class GANLoss:
         """The penalties in a phase of their own, on the last real batch."""
         x = real.detach().float().requires_grad_(True)
         with torch.autocast(real.device.type, enabled=False):
-            out_real = _call(self.D_reg, self._aug(x), y_real)
+            if self.classify:
+                out_real, logits = self.D_reg(self._aug(x), y_real, classify=True)
+            else:
+                out_real, logits = _call(self.D_reg, self._aug(x), y_real), None
         terms = self._regularise(x, y_real, fake=None, out_real=out_real)
-        # D's last bias has no gradient in a penalty on input gradients; DistributedDataParallel
-        # needs every parameter in the graph. Adding 0 x D(x) puts it there (as StyleGAN2 does).
+        # D's last bias has no gradient in a penalty on input gradients, nor has a class head;
+        # DistributedDataParallel needs every parameter in the graph. Adding 0 x D(x) puts them
+        # there (as StyleGAN2 does).
         first = next(iter(terms))
         terms[first] = terms[first] + 0.0 * out_real.float().mean()
+        if logits is not None:
+            terms[first] = terms[first] + 0.0 * logits.float().mean()
         return terms
 
     def _g_main(self) -> dict[str, Tensor]:
@@ -272,5 +289,8 @@ class GANLoss:
         else:
             fake = _call(self.G, *(latents := self._latents()))
             y_fake = latents[1]
-        return {"g_adv": self.objective.g_loss(_call(self.D, self._aug(fake), y_fake))}
+        if not self.classify:
+            return {"g_adv": self.objective.g_loss(_call(self.D, self._aug(fake), y_fake))}
+        out, logits = self.D(self._aug(fake), y_fake, classify=True)
+        return {"g_adv": self.objective.g_loss(out), "g_cls": F.cross_entropy(logits.float(), y_fake)}
 

@@ -187,7 +187,8 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
         raise ConfigError(f"the {modality.name} adapter offers no augmentation: set loss.augment=0")
     loss = GANLoss(LOSSES[cfg.loss.kind](), G_train, D_train, Noise(state.noise, batch_size, world.rank, world.size),
                    z_dim=state.G.z_dim, n_classes=n_classes, weights=cfg.loss.weights, n_critic=tc.n_critic,
-                   reg_every=cfg.loss.reg_every, D_reg=D_reg, augment=augment, augment_p=cfg.loss.augment)
+                   reg_every=cfg.loss.reg_every, D_reg=D_reg, augment=augment, augment_p=cfg.loss.augment,
+                   classify=getattr(state.D, "classifies", False))
     phases = loss.phases()
     nets = {"G": (state.G, state.opt_G, state.scaler_G), "D": (state.D, state.opt_D, state.scaler_D)}
     weights = cfg.loss.weights

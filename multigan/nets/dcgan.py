@@ -12,7 +12,11 @@ and BigGAN). D either reads it as one-hot planes beside the image channels
 (`d_cond="concat"`) or adds the inner product of a class embedding with the
 features its linear head reads (`d_cond="projection"`, Miyato and Koyama
 2018): the label then asks "is this a real x of class y" at the level of D's
-last features rather than of the pixels.
+last features rather than of the pixels. With `d_cond="aux"` D does not read
+the label at all: a second linear head on the same features predicts it
+(AC-GAN, Odena et al. 2017), and `D(x, y, classify=True)` returns those class
+logits beside the score, for the loss to train D's head on real labels and G
+towards samples D assigns to the label G was given.
 """
 from __future__ import annotations
 
@@ -158,7 +162,11 @@ class Discriminator(nn.Module):
         # features. On features averaged over the grid (as SNGAN pools them) it did far worse on
         # MNIST (classifier score 6.30 against 9.60 after 2,100 steps): the label then cannot
         # say where in the sample a class's strokes belong.
-        self.embed = nn.Embedding(cfg.n_classes, widths[-1] * h * w) if cfg.n_classes and not self.planes else None
+        self.embed = nn.Embedding(cfg.n_classes, widths[-1] * h * w) \
+            if cfg.n_classes and cfg.d_cond == "projection" else None
+        # AC-GAN: the label is an output, not an input; the loss asks for it with classify=True.
+        self.classifier = nn.Linear(widths[-1] * h * w, cfg.n_classes) if cfg.n_classes and cfg.d_cond == "aux" else None
+        self.classifies = self.classifier is not None
         self.apply(_init_weights)
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
@@ -167,8 +175,11 @@ class Discriminator(nn.Module):
                 if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     spectral_norm(m)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        if self.n_classes:
+    def forward(self, x: Tensor, y: Tensor | None = None, classify: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The score [B]; with classify=True (a D built with d_cond="aux"), (score [B], class logits [B, K])."""
+        if classify and not self.classifies:
+            raise ValueError("this discriminator has no class head: build it with model.d_cond=aux")
+        if self.planes or self.embed is not None:  # an aux D predicts the label rather than reading it
             if y is None:
                 raise ValueError("this discriminator is class-conditional: pass labels y [B]")
             if self.planes:
@@ -179,7 +190,7 @@ class Discriminator(nn.Module):
         score = self.head(seen.flatten(1)).squeeze(1)  # [B]
         if self.embed is not None:
             score = score + (self.embed(y).to(h.dtype) * h.flatten(1)).sum(1)
-        return score
+        return (score, self.classifier(h.flatten(1))) if classify else score
 
 
 def minibatch_std(h: Tensor, group: int) -> Tensor:
@@ -250,8 +261,10 @@ def parameter_count(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[int, i
         d += _conv_count(c_prev, c_next, 4, cfg.d_norm) + cfg.depth * _conv_count(c_next, c_next, 3, cfg.d_norm)
         h, w = h // 2, w // 2
     d += (widths[-1] + (1 if cfg.mbstd_group else 0)) * h * w + 1
-    if n_classes and not planes:
+    if n_classes and cfg.d_cond == "projection":
         d += n_classes * widths[-1] * h * w  # the projection's class embedding
+    if n_classes and cfg.d_cond == "aux":
+        d += n_classes * (widths[-1] * h * w + 1)  # the auxiliary classifier's head
     return g, d
 
 

@@ -162,6 +162,9 @@ def build(cfg: NetConfig, shape: tuple[int, int, int]) -> tuple[Generator, Discr
         raise ConfigError(f"the resnet family needs samples of shape (C, H, W), got {tuple(shape)}")
     if cfg.n_classes < 0:  # -1 means "as many as the data has": only the data can say
         raise ConfigError("model.n_classes=-1 must be resolved from the data's labels before the nets are built")
+    if cfg.d_cond == "aux":
+        raise ConfigError("model.d_cond=aux (an auxiliary classifier in D) is a DCGAN-family setting; "
+                          "the resnet family's D always projects the label")
     check_size(cfg, shape)
     return Generator(cfg, shape), Discriminator(cfg, shape)
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from multigan.config import DataConfig, LossConfig, NetConfig, RunConfig, TrainConfig
-from multigan.data.tensors import ImageTensorDataset
+from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine import distributed
 from multigan.engine.checkpoint import load_checkpoint
 from multigan.engine.trainer import train
@@ -33,14 +33,15 @@ from same_state import assert_same
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (1, 16, 16)
 DATASET = ImageTensorDataset(torch.randint(0, 256, (256,) + SHAPE, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+LABELLED = Labelled(ImageTensorDataset(DATASET.images, torch.arange(256) % 4), 4)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cfg(steps: int, **loss) -> RunConfig:
+def _cfg(steps: int, model: dict | None = None, **loss) -> RunConfig:
     return RunConfig(
         data=DataConfig(source="folder", channels=1, height=16, width=16),
-        model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm="layer", g_norm="layer"),
+        model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm="layer", g_norm="layer", **(model or {})),
         loss=LossConfig(**loss),
         train=TrainConfig(steps=steps, batch_size=16, device="cpu", ema_decay=0.9, ema_rampup=2, log_every=2,
                           preview_every=1000, checkpoint_every=1000, n_preview=8),
@@ -85,7 +86,7 @@ def _rank(rank: int, world_size: int, port: int, cfg_json: str, run_dirs: list[s
         G, D = dcgan.build(cfg.model, SHAPE)
         if poison is not None:
             D = PoisonedD(D, poison[1] if rank == poison[0] else None)
-        train(cfg, ImageModality(*SHAPE), G, D, DATASET, run_dirs[rank], resume=resume, progress=False,
+        train(cfg, ImageModality(*SHAPE), G, D, _data(cfg), run_dirs[rank], resume=resume, progress=False,
               evaluate=_figures if evaluate and rank == 0 else None)  # as train_run: an evaluator on rank 0 only
         torch.save({"G": G.state_dict(), "D": D.state_dict()}, out[rank])
     finally:
@@ -105,7 +106,11 @@ def _spawn(tmp_path: Path, name: str, cfg: RunConfig, *, shared_dir: bool = True
 def _single(tmp_path: Path, name: str, cfg: RunConfig) -> Path:
     torch.manual_seed(1234)
     G, D = dcgan.build(cfg.model, SHAPE)
-    return train(cfg, ImageModality(*SHAPE), G, D, DATASET, tmp_path / name, progress=False)
+    return train(cfg, ImageModality(*SHAPE), G, D, _data(cfg), tmp_path / name, progress=False)
+
+
+def _data(cfg: RunConfig):
+    return LABELLED if cfg.model.n_classes else DATASET
 
 
 def _close(a: dict, b: dict, what: str) -> None:
@@ -113,9 +118,13 @@ def _close(a: dict, b: dict, what: str) -> None:
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), f"{what}.{k}: {(a[k] - b[k]).abs().max():.3g}"
 
 
+# Minibatch std groups of 4 stay within each rank's 8 examples, so they match one process's groups.
 @pytest.mark.parametrize("loss", [{}, {"kind": "wasserstein", "weights": {"gp": 10.0}},
-                                  {"weights": {"r1": 1.0}, "reg_every": 2, "augment": 0.5}],
-                         ids=["nonsaturating", "wgan-gp", "lazy-r1-augment"])
+                                  {"weights": {"r1": 1.0}, "reg_every": 2, "augment": 0.5},
+                                  {"model": {"n_classes": 4, "d_cond": "projection", "mbstd_group": 4}},
+                                  {"model": {"n_classes": 4, "d_cond": "aux", "mbstd_group": 4},
+                                   "weights": {"r1": 1.0}, "reg_every": 2}],
+                         ids=["nonsaturating", "wgan-gp", "lazy-r1-augment", "projection-mbstd", "aux-lazy-r1"])
 def test_two_ranks_train_what_one_process_trains(tmp_path, loss):
     cfg = _cfg(steps=4, **loss)
     one = load_checkpoint(_single(tmp_path, "one", cfg))
@@ -130,7 +139,8 @@ def test_two_ranks_train_what_one_process_trains(tmp_path, loss):
     assert [r["step"] for r in records] == [2, 4]
     single = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     for a, b in zip(single, records):
-        for k in ("d_adv", "g_adv", "D_total", "G_total"):
+        terms = ("d_adv", "g_adv", "D_total", "G_total") + (("d_cls", "g_cls") if cfg.model.d_cond == "aux" else ())
+        for k in terms:
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), k
 
 

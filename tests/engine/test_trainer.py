@@ -43,14 +43,15 @@ LOG_KEYS = {"step", "d_adv", "g_adv", "d_real", "d_fake", "grad_norm_D", "grad_n
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cfg(steps=6, kind="nonsaturating", weights=None, d_norm="batch", n_classes=0, **train_settings) -> RunConfig:
+def _cfg(steps=6, kind="nonsaturating", weights=None, d_norm="batch", n_classes=0, reg_every=1, model=None,
+         **train_settings) -> RunConfig:
     settings = dict(steps=steps, batch_size=16, device="cpu", ema_decay=0.9, ema_rampup=2, log_every=3,
                     preview_every=1000, checkpoint_every=1000, n_preview=8)
     settings.update(train_settings)
     return RunConfig(
         data=DataConfig(source="folder", channels=1, height=16, width=16),
-        model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm=d_norm, n_classes=n_classes),
-        loss=LossConfig(kind=kind, weights=weights or {}),
+        model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm=d_norm, n_classes=n_classes, **(model or {})),
+        loss=LossConfig(kind=kind, weights=weights or {}, reg_every=reg_every),
         train=TrainConfig(**settings),
     )
 
@@ -97,6 +98,12 @@ RESUME_CASES = {
     "wgan-gp-n_critic-2": dict(kind="wasserstein", weights={"gp": 10.0}, d_norm="layer", n_critic=2),
     "r1": dict(weights={"r1": 5.0}),
 }
+# Class-conditional cases: (run settings, model settings).
+CONDITIONAL_CASES = {
+    "default": (dict(), dict()),
+    "wgan-gp-n_critic-2": (RESUME_CASES["wgan-gp-n_critic-2"], dict()),
+    "aux-lazy-r1": (dict(weights={"r1": 5.0}, reg_every=2), dict(d_cond="aux")),
+}
 
 
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))
@@ -132,10 +139,11 @@ def test_resume_refuses_a_different_model(tmp_path):
 
 
 # Class-conditional runs ------------------------------------------------------------
-@pytest.mark.parametrize("case", ["default", "wgan-gp-n_critic-2"])
+@pytest.mark.parametrize("case", sorted(CONDITIONAL_CASES))
 def test_conditional_resume_is_exact(tmp_path, case):
     n = 3
-    settings = dict(RESUME_CASES[case], n_classes=N_CLASSES)
+    settings, model = CONDITIONAL_CASES[case]
+    settings = dict(settings, n_classes=N_CLASSES, model=model)
     straight = load_checkpoint(_run(_cfg(steps=2 * n, **settings), tmp_path / "straight"))
 
     half = _run(_cfg(steps=n, **settings), tmp_path / "split")
@@ -181,6 +189,28 @@ def test_conditional_training_reads_the_real_labels(tmp_path):
     assert_same(a["D"], again["D"], "D")
     for key in ("D", "G"):
         assert any(not torch.equal(a[key][k], b[key][k]) for k in a[key] if a[key][k].is_floating_point()), key
+
+
+def test_an_auxiliary_classifier_D_learns_the_labels_and_G_learns_to_match_them(tmp_path):
+    # Each class its own brightness, so its label can be told from the image alone.
+    images = (LABELS[:, None, None, None] * 60 + 40 + torch.randint(0, 20, (256,) + SHAPE)).to(torch.uint8)
+    brightness = Labelled(ImageTensorDataset(images, LABELS), N_CLASSES)
+    cfg = _cfg(steps=60, n_classes=N_CLASSES, model=dict(d_cond="aux"), log_every=10)
+    cfg = cfg.override("optim.lr_d", 2e-3).override("optim.lr_g", 2e-3)
+    state = load_checkpoint(_run(cfg, tmp_path, dataset=brightness))
+    records = _log(tmp_path)
+    assert all({"d_cls", "g_cls"} <= r.keys() for r in records)
+    chance = math.log(N_CLASSES)  # cross-entropy of a uniform guess
+    assert records[0]["d_cls"] > 0.5 * chance and records[-1]["d_cls"] < 0.1 * chance, [r["d_cls"] for r in records]
+    assert records[-1]["g_cls"] < 0.5 * chance, [r["g_cls"] for r in records]  # G draws what it was asked
+    # D's class head itself, on fresh images of each class.
+    _, D = dcgan.build(cfg.model, SHAPE)
+    D.load_state_dict(state["D"])
+    D.eval()
+    with torch.no_grad():
+        x = ImageModality(*SHAPE).encode(images[:64])
+        _, logits = D(x, None, classify=True)
+    assert (logits.argmax(1) == LABELS[:64]).float().mean() > 0.9
 
 
 def test_train_run_wraps_labelled_data_for_a_conditional_model(tmp_path, monkeypatch):

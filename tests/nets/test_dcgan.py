@@ -1,6 +1,7 @@
 """DCGAN generator and discriminator, built from the sample shape."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,8 @@ from multigan.nets.layers import ConditionalBatchNorm
 
 SHAPES = [(1, 28, 28), (3, 64, 64), (1, 80, 64), (1, 64, 80), (3, 32, 32), (1, 27, 27)]
 SMALL = NetConfig(z_dim=16, g_width=8, d_width=8)
+# Every way D reads the label, each beside one way G reads it (every G way appears too).
+COND_PAIRS = list(zip(D_CONDS, itertools.cycle(G_CONDS)))
 
 
 def _ids(shape):
@@ -179,7 +182,7 @@ COND_SHAPES = [(1, 28, 28), (3, 64, 64), (1, 64, 64)]  # digits, RGB, a 64-mel x
 CONDITIONAL = NetConfig(z_dim=16, g_width=8, d_width=8, n_classes=10)
 
 
-@pytest.mark.parametrize("d_cond,g_cond", list(zip(D_CONDS, G_CONDS)))
+@pytest.mark.parametrize("d_cond,g_cond", COND_PAIRS)
 @pytest.mark.parametrize("shape", COND_SHAPES, ids=_ids)
 def test_conditional_shapes_and_ranges(shape, d_cond, g_cond, one_thread):
     torch.manual_seed(0)
@@ -196,7 +199,7 @@ def test_conditional_shapes_and_ranges(shape, d_cond, g_cond, one_thread):
     assert D(x[:1], y[:1]).shape == (1,)
 
 
-@pytest.mark.parametrize("d_cond,g_cond", list(zip(D_CONDS, G_CONDS)))
+@pytest.mark.parametrize("d_cond,g_cond", COND_PAIRS)
 def test_the_label_changes_G_and_D_outputs(d_cond, g_cond, one_thread):
     torch.manual_seed(0)
     G, D = build(replace(CONDITIONAL, d_cond=d_cond, g_cond=g_cond), (1, 28, 28))
@@ -207,16 +210,26 @@ def test_the_label_changes_G_and_D_outputs(d_cond, g_cond, one_thread):
         for j in range(i):
             assert not torch.allclose(x[i], x[j], atol=1e-6), f"labels {i} and {j} give the same sample"
     scores = D(x[:1].expand(10, -1, -1, -1), torch.arange(10))  # one sample, every label
-    assert len(set(scores.tolist())) == 10, "D ignores the label"
+    if d_cond == "aux":  # the label is what D predicts, not what it reads
+        assert torch.equal(scores, D(x[:1].expand(10, -1, -1, -1), torch.arange(10).flip(0))), \
+            "an auxiliary-classifier D must not read the label"
+        _, logits = D(x, torch.arange(10), classify=True)
+        assert logits.shape == (10, 10) and len({tuple(r) for r in logits.tolist()}) == 10
+    else:
+        assert len(set(scores.tolist())) == 10, "D ignores the label"
 
 
-@pytest.mark.parametrize("d_cond,g_cond", list(zip(D_CONDS, G_CONDS)))
+@pytest.mark.parametrize("d_cond,g_cond", COND_PAIRS)
 def test_conditional_nets_need_labels(d_cond, g_cond):
     G, D = build(replace(CONDITIONAL, d_cond=d_cond, g_cond=g_cond), (1, 28, 28))
     with pytest.raises(ValueError, match="labels"):
         G(torch.randn(2, 16))
-    with pytest.raises(ValueError, match="labels"):
-        D(torch.rand(2, 1, 28, 28) * 2 - 1)
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    if d_cond == "aux":
+        assert D(x).shape == (2,), "an auxiliary-classifier D scores without labels"
+    else:
+        with pytest.raises(ValueError, match="labels"):
+            D(x)
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 64, 64)], ids=_ids)
@@ -263,15 +276,13 @@ COUNT_SHAPES = [(1, 28, 28), (3, 64, 64), (1, 80, 64), (1, 128, 128), (1, 4, 4),
 
 @pytest.mark.parametrize("shape", COUNT_SHAPES, ids=_ids)
 def test_parameter_count_equals_the_built_nets(shape, one_thread):
-    import itertools
-
     from multigan.config import D_NORMS, G_NORMS
     from multigan.nets.dcgan import parameter_count
 
     # max_width 16 caps the coarser scales of the wider nets, so the cap is counted too.
     # G's count does not read d_norm nor D's g_norm: pairing them covers every value of each.
     for n_classes, (d_cond, g_cond), depth, sn, (d_norm, g_norm), (width, mbstd) in itertools.product(
-            (0, 10), zip(D_CONDS, G_CONDS), (0, 1), (False, True), zip(D_NORMS, G_NORMS), ((4, 0), (8, 4))):
+            (0, 10), COND_PAIRS, (0, 1), (False, True), zip(D_NORMS, G_NORMS), ((4, 0), (8, 4))):
         if g_cond == "batchnorm" and g_norm != "batch":
             continue
         cfg = NetConfig(z_dim=16, g_width=width, d_width=width, max_width=16, depth=depth, n_classes=n_classes,
@@ -413,3 +424,23 @@ def test_minibatch_std_lets_D_see_how_varied_a_group_is(one_thread):
     with torch.no_grad():
         alike, varied = D(x[:1].expand(4, -1, -1, -1))[0], D(torch.cat([x[:1], x[1:]]))[0]
     assert alike != varied, "the same example scores differently beside copies of itself and beside others"
+
+
+def test_auxiliary_classifier_is_a_second_head_on_the_same_features(one_thread):
+    torch.manual_seed(0)
+    _, D = build(replace(CONDITIONAL, d_cond="aux", spectral_norm=True), (1, 28, 28))
+    assert D.classifies and D.embed is None and D.features[0].in_channels == 1, "no label planes, no embedding"
+    assert parametrize.is_parametrized(D.classifier, "weight"), "spectral norm must bound the class head too"
+    D.eval()
+    x, y = torch.rand(3, 1, 28, 28) * 2 - 1, torch.tensor([1, 4, 7])
+    with torch.no_grad():
+        h = D.features(x).flatten(1)
+        score, logits = D(x, y, classify=True)
+        torch.testing.assert_close(score, D.head(h).squeeze(1))
+        torch.testing.assert_close(logits, D.classifier(h))
+        torch.testing.assert_close(D(x, y), score)
+    for cfg in (CONDITIONAL, replace(CONDITIONAL, d_cond="projection"), replace(CONDITIONAL, d_cond="aux", n_classes=0)):
+        _, other = build(cfg, (1, 28, 28))
+        assert not other.classifies
+        with pytest.raises(ValueError, match="d_cond=aux"):
+            other(x, y if cfg.n_classes else None, classify=True)

@@ -251,3 +251,8 @@ def test_check_size_names_the_family_settings():
     resnet.check_size(SMALL, (1, 28, 28), max_parameters=g + d)  # at the limit: allowed
     with pytest.raises(ConfigError, match=r"model\.resnet\.g_width=8.*1x28x28"):
         resnet.check_size(SMALL, (1, 28, 28), max_parameters=g + d - 1)
+
+
+def test_an_auxiliary_classifier_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="d_cond=aux"):
+        resnet.build(NetConfig(family="resnet", n_classes=4, d_cond="aux"), (1, 16, 16))

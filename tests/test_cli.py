@@ -68,14 +68,14 @@ def test_help_does_not_import_torch(tmp_path):
 
 # Dry run ----------------------------------------------------------------
 def test_dry_run_prints_resolved_settings(tmp_path):
-    result = run("train", "mnist-quick", "--steps", "7", "--set", "loss.kind=hinge", "--set", "optim.betas=0.0,0.9",
+    result = run("train", "mnist-quick", "--steps", "7", "--set", "loss.kind=lsgan", "--set", "optim.betas=0.0,0.9",
                  "--set", "model.d_norm=layer", "--seed", "5", "--eval-every", "300", "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["name"] == "mnist-quick"
     assert settings["train"]["steps"] == 7
     assert settings["train"]["seed"] == 5
-    assert settings["loss"]["kind"] == "hinge"
+    assert settings["loss"]["kind"] == "lsgan"
     assert settings["optim"]["betas"] == [0.0, 0.9]
     assert settings["model"]["d_norm"] == "layer"
     assert settings["model"]["g_width"] == 48  # untouched preset value

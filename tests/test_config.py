@@ -51,7 +51,7 @@ def test_load_reads_a_settings_file(tmp_path):
 def test_partial_settings_take_defaults_and_fill_loss_weights():
     cfg = RunConfig.from_dict({"train": {"steps": 10}, "loss": {"weights": {"gp": 2}}, "model": {"d_norm": "none"}})
     assert cfg.train.steps == 10 and cfg.train.batch_size == TrainConfig().batch_size
-    assert cfg.loss.weights == {"d_adv": 1.0, "g_adv": 1.0, "gp": 2.0, "r1": 0.0}
+    assert cfg.loss.weights == {"d_adv": 1.0, "g_adv": 1.0, "gp": 2.0, "r1": 0.0, "d_cls": 1.0, "g_cls": 1.0}
 
 
 # Overrides ------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_override_coerces_strings_to_the_annotated_types():
 
 def test_override_of_the_weights_dict_from_json_text():
     cfg = RunConfig().override("model.d_norm", "layer").override("loss.weights", '{"gp": "10", "d_adv": 2}')
-    assert cfg.loss.weights == {"d_adv": 2.0, "g_adv": 1.0, "gp": 10.0, "r1": 0.0}
+    assert cfg.loss.weights == {"d_adv": 2.0, "g_adv": 1.0, "gp": 10.0, "r1": 0.0, "d_cls": 1.0, "g_cls": 1.0}
 
 
 def test_override_returns_a_copy():

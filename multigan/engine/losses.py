@@ -208,6 +208,10 @@ class GANLoss:
             return self._g_main()
         raise ValueError(f"GANLoss has no phase {phase!r}")
 
+    def _judge(self, D: Callable, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """D's scores of x [B], and its class logits [B, K] when it classifies (None otherwise)."""
+        return D(x, y, classify=True) if self.classify else (_call(D, x, y), None)
+
     def _aug(self, x: Tensor) -> Tensor:
         return x if self.augment is None else self.augment(x, self.augment_p, self.noise.uniform)
 
@@ -229,13 +233,10 @@ class GANLoss:
         else:
             with torch.no_grad():
                 fake = _call(self.G, z, y_fake)
-        if self.classify:
-            out_real, logits = self.D(self._aug(real), y_real, classify=True)
-        else:
-            out_real = _call(self.D, self._aug(real), y_real)
+        out_real, logits = self._judge(self.D, self._aug(real), y_real)
         out_fake = _call(self.D, self._aug(fake.detach()), y_fake)
         terms = {"d_adv": self.objective.d_loss(out_real, out_fake)}
-        if self.classify:
+        if logits is not None:  # the class head learns real labels only
             terms["d_cls"] = F.cross_entropy(logits.float(), y_real)
         if figures is not None:
             figures["d_real"], figures["d_fake"] = self.objective.score(out_real), self.objective.score(out_fake)
@@ -269,10 +270,7 @@ class GANLoss:
         """The penalties in a phase of their own, on the last real batch."""
         x = real.detach().float().requires_grad_(True)
         with torch.autocast(real.device.type, enabled=False):
-            if self.classify:
-                out_real, logits = self.D_reg(self._aug(x), y_real, classify=True)
-            else:
-                out_real, logits = _call(self.D_reg, self._aug(x), y_real), None
+            out_real, logits = self._judge(self.D_reg, self._aug(x), y_real)
         terms = self._regularise(x, y_real, fake=None, out_real=out_real)
         # D's last bias has no gradient in a penalty on input gradients, nor has a class head;
         # DistributedDataParallel needs every parameter in the graph. Adding 0 x D(x) puts them
@@ -289,8 +287,9 @@ class GANLoss:
         else:
             fake = _call(self.G, *(latents := self._latents()))
             y_fake = latents[1]
-        if not self.classify:
-            return {"g_adv": self.objective.g_loss(_call(self.D, self._aug(fake), y_fake))}
-        out, logits = self.D(self._aug(fake), y_fake, classify=True)
-        return {"g_adv": self.objective.g_loss(out), "g_cls": F.cross_entropy(logits.float(), y_fake)}
+        out, logits = self._judge(self.D, self._aug(fake), y_fake)
+        terms = {"g_adv": self.objective.g_loss(out)}
+        if logits is not None:
+            terms["g_cls"] = F.cross_entropy(logits.float(), y_fake)
+        return terms
 

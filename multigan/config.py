@@ -269,6 +269,9 @@ class TrainConfig:
     n_critic: int = setting(1, "discriminator steps per generator step")
     ema_decay: float = setting(0.999, "EMA of G's weights; 0 disables averaging")
     ema_rampup: int = setting(100, "steps over which the EMA decay ramps up (pure function of step)")
+    ema_bn_batches: int = setting(16, "batches of noise through the EMA generator that set its batch-norm statistics "
+                                      "before each preview, evaluation and checkpoint (BigGAN's standing statistics); "
+                                      "0: keep the statistics the live G gathered")
     seed: int = setting(0, "seed of the initial weights, the noise and the data order")
     device: str = setting("auto", f"{', '.join(DEVICES)}; auto: cuda, then mps, then cpu")
     precision: str = setting("fp32", "autocast dtype of the forward passes: fp32, bf16 (CUDA and CPU) or fp16 "
@@ -301,6 +304,7 @@ class TrainConfig:
         _check(self.max_loss > 0 and self.max_weight > 0, "train.max_loss and train.max_weight must be > 0")
         _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.ema_rampup >= 0, f"train.ema_rampup must be >= 0, got {self.ema_rampup}")
+        _check(0 <= self.ema_bn_batches <= 10000, f"train.ema_bn_batches must be in 0..10000, got {self.ema_bn_batches}")
         _check(self.device in DEVICES, f"train.device must be one of {DEVICES}, got {self.device!r}")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.threads >= 0, f"train.threads must be >= 0 (0: adapt to the free cores), got {self.threads}")

@@ -36,7 +36,7 @@ from multigan.engine.distributed import World, pick_device
 from multigan.engine.guard import DivergenceGuard
 from multigan.engine.losses import LOSSES, GANLoss, Noise, Phase
 from multigan.engine.maintenance import LogWindow, RunFolder, Schedule, Stopped, StopRequest
-from multigan.engine.optim import ema_beta, make_optimizer
+from multigan.engine.optim import ema_beta, make_optimizer, standing_stats
 from multigan.engine.protocol import Modality
 from multigan.engine.state import TrainingState
 from multigan.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -246,7 +246,28 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
                 window.add(k, v)
             window.add(f"{phase.name}_total", total)
 
+    settled_at = -1  # the step at which G_ema's batch-norm statistics were last set for its weights
+
+    def settle() -> None:
+        """G_ema's batch-norm statistics, measured on its own samples, before anything shows or saves it.
+
+        The same noise on every rank (a CPU generator seeded by the step), so ranks agree and a
+        resumed run saves what an uninterrupted one does; the training RNGs are not touched.
+        """
+        nonlocal settled_at
+        if settled_at == state.step or not tc.ema_bn_batches:
+            return
+        rng = torch.Generator().manual_seed(tc.seed * 1_000_003 + state.step)
+
+        def draw():
+            z = torch.randn(batch_size, state.G.z_dim, generator=rng).to(device)
+            return (z, torch.randint(0, n_classes, (batch_size,), generator=rng).to(device)) if n_classes else (z,)
+
+        standing_stats(state.G_ema, (draw() for _ in range(tc.ema_bn_batches)))
+        settled_at = state.step
+
     def preview() -> None:
+        settle()
         with torch.no_grad():
             x = torch.cat([state.G_ema(fixed_z[i:i + tc.batch_size], *([] if fixed_y is None else [fixed_y[i:i + tc.batch_size]]))
                            for i in range(0, len(fixed_z), tc.batch_size)])
@@ -256,12 +277,14 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
             board.media(state.step, tensorboard.media_of(modality, x))
 
     def payload() -> dict:
+        settle()
         return {"config": cfg.to_json(indent=None),
                 "modality": {"name": modality.name, "shape": list(modality.shape), "state": modality.state_dict()},
                 **state.state_dict()}
 
     def measure() -> None:
         nonlocal best_fid
+        settle()
         figures = evaluate(state.G_ema)
         folder.metrics(state.step, figures)
         board.scalars("eval", state.step, figures)
@@ -306,6 +329,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
                 if world.is_main:
                     log.warning(message)
                 folder.event(state.step, "restored", message)
+                settled_at = -1
                 batches = data_from(state.step)
                 bar.seek(state.step)
                 loss.reset()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from multigan.config import OptimConfig
-from multigan.engine.optim import ema_beta, ema_update, make_optimizer
+from multigan.engine.optim import ema_beta, ema_update, make_optimizer, standing_stats
 
 
 def _params():
@@ -87,3 +87,31 @@ def test_ema_update_extremes_and_model_untouched():
         assert torch.equal(p, kept[name])
     for name, t in model.state_dict().items():
         assert torch.equal(t, ref[name])
+
+
+def test_standing_stats_are_the_average_of_the_batch_statistics():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    bn = net[1]
+    bn.running_mean.fill_(7.0), bn.running_var.fill_(9.0)  # stale statistics, as copied from another net
+    batches = [torch.randn(32, 3) * 2 + 1 for _ in range(6)]
+    standing_stats(net, ((x,) for x in batches))
+    with torch.no_grad():
+        h = [net[0](x) for x in batches]
+    torch.testing.assert_close(bn.running_mean, torch.stack([b.mean(0) for b in h]).mean(0))
+    torch.testing.assert_close(bn.running_var, torch.stack([b.var(0) for b in h]).mean(0))  # unbiased, as BN keeps it
+    assert not net.training and bn.momentum == 0.1  # left as it was found
+    # In eval mode the net now normalises one large batch of the same inputs as batch statistics would.
+    x = torch.cat(batches)
+    with torch.no_grad():
+        evaluated = net(x)
+        trained = net.train()(x)
+    torch.testing.assert_close(evaluated, trained, atol=0.05, rtol=0.05)
+
+
+def test_standing_stats_leave_a_net_without_batch_norm_alone():
+    net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    before = copy.deepcopy(net.state_dict())
+    standing_stats(net, iter([(torch.randn(4, 3),)]))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])

@@ -128,6 +128,28 @@ def test_resume_is_exact(tmp_path, case):
             assert values and all(math.isfinite(v) and v > 0 for v in values)
 
 
+def test_the_ema_generator_saves_batch_norm_statistics_of_its_own_samples(tmp_path):
+    """Standing statistics change what G_ema saves and nothing else: G, D and every RNG are the same."""
+    settled = load_checkpoint(_run(_cfg(steps=6, n_classes=N_CLASSES), tmp_path / "settled"))
+    copied = load_checkpoint(_run(_cfg(steps=6, n_classes=N_CLASSES, ema_bn_batches=0), tmp_path / "copied"))
+    for key in ("G", "D", "opt_G", "opt_D", "noise", "rng"):
+        assert_same(settled[key], copied[key], key)
+    stats = [k for k in settled["G_ema"] if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for k in stats:
+        assert torch.equal(copied["G_ema"][k], copied["G"][k])  # without: the live G's, copied
+        assert not torch.equal(settled["G_ema"][k], settled["G"][k]), k
+    weights = [k for k in settled["G_ema"] if k not in stats and not k.endswith("num_batches_tracked")]
+    for k in weights:
+        assert torch.equal(settled["G_ema"][k], copied["G_ema"][k]), k
+    # They are the EMA generator's own: its eval-mode samples match its batch-statistics samples.
+    G = restore(latest_checkpoint(tmp_path / "settled" / "checkpoints")).G
+    z, y = torch.randn(512, 8), torch.arange(512) % N_CLASSES
+    with torch.no_grad():
+        evaluated, batch = G(z, y), G.train()(z, y)
+    assert (evaluated - batch).abs().mean() < 0.02
+
+
 def test_resume_refuses_a_different_model(tmp_path):
     half = _run(_cfg(steps=2), tmp_path / "a")
     cfg = _cfg(steps=4)

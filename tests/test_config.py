@@ -136,6 +136,7 @@ def test_null_or_list_for_a_float_setting_is_a_config_error(data, setting):
     ("train.ema_decay", 1.0, "train.ema_decay"),
     ("train.ema_decay", -0.1, "train.ema_decay"),
     ("train.ema_rampup", -1, "train.ema_rampup"),
+    ("train.ema_bn_batches", -1, "train.ema_bn_batches"),
     ("train.device", "tpu", "train.device"),
     ("loss.kind", "wgan", "loss.kind"),
     ("loss.weights", '{"gp": -1}', "loss.weights"),

@@ -268,7 +268,9 @@ class TrainConfig:
     batch_size: int = setting(64, "examples per step")
     n_critic: int = setting(1, "discriminator steps per generator step")
     ema_decay: float = setting(0.999, "EMA of G's weights; 0 disables averaging")
-    ema_rampup: int = setting(100, "steps over which the EMA decay ramps up (pure function of step)")
+    ema_rampup: int = setting(100, "the EMA decay at step s is min(ema_decay, s / (s + ema_rampup)): the average "
+                                   "spans about s / ema_rampup recent steps until ema_decay caps it; 0: ema_decay "
+                                   "from the start")
     ema_bn_batches: int = setting(16, "batches of noise through the EMA generator that set its batch-norm statistics "
                                       "before each preview, evaluation and checkpoint (BigGAN's standing statistics); "
                                       "0: keep the statistics the live G gathered")

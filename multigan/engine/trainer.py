@@ -251,19 +251,16 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     def settle() -> None:
         """G_ema's batch-norm statistics, measured on its own samples, before anything shows or saves it.
 
-        The same noise on every rank (a CPU generator seeded by the step), so ranks agree and a
-        resumed run saves what an uninterrupted one does; the training RNGs are not touched.
+        The same noise on every rank (a generator of its own, seeded by the step), so ranks agree
+        and a resumed run saves what an uninterrupted one does; the training RNGs are not touched.
         """
         nonlocal settled_at
         if settled_at == state.step or not tc.ema_bn_batches:
             return
-        rng = torch.Generator().manual_seed(tc.seed * 1_000_003 + state.step)
-
-        def draw():
-            z = torch.randn(batch_size, state.G.z_dim, generator=rng).to(device)
-            return (z, torch.randint(0, n_classes, (batch_size,), generator=rng).to(device)) if n_classes else (z,)
-
-        standing_stats(state.G_ema, (draw() for _ in range(tc.ema_bn_batches)))
+        noise = Noise(torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + state.step), batch_size)
+        draws = ((noise.normal(state.G.z_dim), *([noise.integers(n_classes)] if n_classes else []))
+                 for _ in range(tc.ema_bn_batches))
+        standing_stats(state.G_ema, draws)
         settled_at = state.step
 
     def preview() -> None:

@@ -150,6 +150,20 @@ def test_the_ema_generator_saves_batch_norm_statistics_of_its_own_samples(tmp_pa
     assert (evaluated - batch).abs().mean() < 0.02
 
 
+def test_channels_last_trains_the_same_nets_as_nchw(tmp_path):
+    """NHWC changes the layout, not the maths: the same run's weights agree to float rounding."""
+    nchw = load_checkpoint(_run(_cfg(steps=4, n_classes=N_CLASSES), tmp_path / "nchw"))
+    nhwc = load_checkpoint(_run(_cfg(steps=4, n_classes=N_CLASSES, channels_last=True), tmp_path / "nhwc"))
+    for net in ("G", "D", "G_ema"):
+        for k, v in nchw[net].items():
+            if v.is_floating_point():
+                assert torch.allclose(nhwc[net][k], v, rtol=1e-3, atol=1e-5), (net, k)
+    torch.manual_seed(1234)  # _run's initial weights
+    start = dcgan.build(_cfg(n_classes=N_CLASSES).model, SHAPE)[0].state_dict()
+    # Both trained (Adam moves a weight by about lr = 2e-4 a step), far beyond the tolerance above.
+    assert max((nchw["G"][k] - v).abs().max() for k, v in start.items() if v.is_floating_point()) > 5e-4
+
+
 def test_resume_refuses_a_different_model(tmp_path):
     half = _run(_cfg(steps=2), tmp_path / "a")
     cfg = _cfg(steps=4)

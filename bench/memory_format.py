@@ -9,7 +9,7 @@ depend on what the pixels hold), and each round prints images/s for both and
 their ratio. Prints figures only; it asserts nothing about time.
 
     PYTHONPATH=. python bench/memory_format.py --threads 1
-    PYTHONPATH=. python bench/memory_format.py --presets voice-quick --device cuda
+    PYTHONPATH=. python bench/memory_format.py --device cuda --precision bf16
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ N_CLASSES = 10
 
 
 def timed_steps(preset: str, fmt: torch.memory_format, device: torch.device, steps: int, warmup: int,
-                batch_size: int, seed: int) -> float:
+                batch_size: int, seed: int, precision: str = "fp32") -> float:
     """Images per second of `steps` training steps after `warmup` untimed ones."""
     cfg = PRESETS[preset]()
     net_cfg = dataclasses.replace(cfg.model, n_classes=N_CLASSES)
@@ -47,12 +47,16 @@ def timed_steps(preset: str, fmt: torch.memory_format, device: torch.device, ste
     y = torch.randint(N_CLASSES, (batch_size,), device=device)
 
     def step() -> None:
-        fake = G(torch.randn(batch_size, G.z_dim, device=device), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            fake = G(torch.randn(batch_size, G.z_dim, device=device), y)
+            loss_D = F.softplus(-D(real, y)).float().mean() + F.softplus(D(fake.detach(), y)).float().mean()
         opt_D.zero_grad(set_to_none=True)
-        (F.softplus(-D(real, y)).mean() + F.softplus(D(fake.detach(), y)).mean()).backward()
+        loss_D.backward()
         opt_D.step()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss_G = F.softplus(-D(fake, y)).float().mean()
         opt_G.zero_grad(set_to_none=True)
-        F.softplus(-D(fake, y)).mean().backward()
+        loss_G.backward()
         opt_G.step()
 
     for _ in range(warmup):
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of (NCHW run, NHWC run); the ratio is the median")
     p.add_argument("--batch-size", type=int, default=64, help="samples per step")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: the step under autocast, as train.precision=bf16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (None keeps torch's choice)")
     args = p.parse_args(argv)
     presets = [s.strip() for s in args.presets.split(",") if s.strip()]
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+    print(f"device {device}, torch {torch.__version__}, {args.precision}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up steps")
     print(f"{'preset':<12} {'round':>5} {'NCHW img/s':>11} {'NHWC img/s':>11} {'NHWC/NCHW':>10} {'other load':>10}")
     for name in presets:
@@ -98,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.rounds):
             busy0, t0 = machine_busy_seconds(), time.perf_counter()
             cpu0 = time.process_time()
-            nchw = timed_steps(name, torch.contiguous_format, device, args.steps, args.warmup, args.batch_size, seed=r)
-            nhwc = timed_steps(name, torch.channels_last, device, args.steps, args.warmup, args.batch_size, seed=r)
+            nchw = timed_steps(name, torch.contiguous_format, device, args.steps, args.warmup, args.batch_size, seed=r, precision=args.precision)
+            nhwc = timed_steps(name, torch.channels_last, device, args.steps, args.warmup, args.batch_size, seed=r, precision=args.precision)
             other = "n/a"
             if busy0 is not None:
                 wall = time.perf_counter() - t0

@@ -90,7 +90,7 @@ def mnist(args, out: Path) -> dict:
     train = reference_set(extractor, load_mnist(args.mnist_root, train=True), cache_dir=cache)
     test = reference_set(extractor, load_mnist(args.mnist_root, train=False), cache_dir=cache)
     columns = {
-        "generated": Evaluator(G.modality, extractor, train, n=len(test))(G.G),
+        "generated": Evaluator(G.modality, extractor, train, n=len(test), truncation=args.truncation)(G.G),
         "real (test split)": measure(test, train),
     }
     return {"steps": G.step, "seconds": seconds, "others_cpu": others, "columns": columns,
@@ -115,7 +115,7 @@ def voice(args, out: Path) -> dict:
     ceiling = FeatureSet.join([extractor.embed_artifacts(G.modality.decode(G.modality.encode(waves[i:i + 100])))
                                for i in range(0, len(waves), 100)])
     columns = {
-        "generated": Evaluator(G.modality, extractor, train, n=len(test))(G.G),
+        "generated": Evaluator(G.modality, extractor, train, n=len(test), truncation=args.truncation)(G.G),
         "real after Griffin-Lim": measure(ceiling, train),
         "real (test split)": measure(test, train),
     }
@@ -140,7 +140,7 @@ def emoji(args, out: Path) -> dict:
     train = reference_set(extractor, ImageTensorDataset(data.images[~held]), cache_dir=cache)
     test = reference_set(extractor, ImageTensorDataset(data.images[held]), cache_dir=cache)
     columns = {
-        "generated": Evaluator(G.modality, extractor, train, n=len(test))(G.G),
+        "generated": Evaluator(G.modality, extractor, train, n=len(test), truncation=args.truncation)(G.G),
         "real (held-out split)": measure(test, train),
     }
     return {"steps": G.step, "seconds": seconds, "others_cpu": others, "columns": columns, "targets": {}}
@@ -174,6 +174,9 @@ def main() -> None:
         p.add_argument(f"--{name}-steps", type=int, help=f"default: the {preset} preset's")
         p.add_argument(f"--{name}-set", action="append", metavar="KEY=VALUE", help=f"change a setting of the {name} run")
         p.add_argument(f"--{name}-checkpoint", metavar="CKPT", help=f"measure this checkpoint instead of training {preset}")
+    p.add_argument("--truncation", type=float, metavar="PSI",
+                   help="measure samples drawn with the truncation trick (noise beyond +-PSI redrawn), as "
+                        "`multigan generate --truncation PSI` writes them (default: none)")
     p.add_argument("--out", help="folder for the runs (default: a temporary folder)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -188,6 +188,9 @@ def cmd_settings(args) -> int:
 
 def cmd_evaluate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
+    from multigan.generate import check_truncation
+
+    check_truncation(args.truncation)  # before the checkpoint and the data load
     if args.n < 10:
         raise MultiganError(f"--n must be at least 10 samples, got {args.n}")
     from multigan.run import evaluate_checkpoint, evaluation_path
@@ -205,7 +208,7 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--inception measures images; this checkpoint's samples are {restored.modality.name}")
         inception = load_inception(args.inception_weights, device)
     result = evaluate_checkpoint(path, n=args.n, data_root=args.data_root, features=args.features or "",
-                                 device=device, seed=args.seed, progress=not args.quiet)
+                                 device=device, seed=args.seed, progress=not args.quiet, truncation=args.truncation)
     if inception is not None:
         import dataclasses
 
@@ -217,13 +220,14 @@ def cmd_evaluate(args) -> int:
         dataset, _ = load_data(data if args.data_root is None else dataclasses.replace(data, root=args.data_root),
                                progress=not args.quiet)
         result.update(evaluate_inception(inception, restored.G, restored.modality, dataset, n=args.n, seed=args.seed,
-                                         cache_dir=default_cache_dir()))
+                                         cache_dir=default_cache_dir(), truncation=args.truncation))
     result["labels"] = metric_labels(result)  # the table's words for each metric key
     out = evaluation_path(path, args.out)
     _writable_dir(out.parent)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['checkpoint']} (step {result['step']}): {result['n']} samples against "
-          f"{result['reference_items']:,} items of {result['reference_data']}")
+          f"{result['reference_items']:,} items of {result['reference_data']}"
+          + (f", noise truncated at +-{args.truncation:g}" if args.truncation is not None else ""))
     print(format_table({"generated": result}))
     print(f"classifier-feature figures: on {Path(result['features']).name}, comparable between runs measured on it, "
           f"not with published Inception FIDs" + ("" if inception else " (--inception gives those)"))
@@ -417,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--features", metavar="FILE", help="a feature network file (default: the one shipped in multigan/assets/)")
     e.add_argument("--out", metavar="FILE", help="JSON file (default: RUN/evaluation.json)")
     e.add_argument("--seed", type=_int, default=0, help="noise seed (default 0)")
+    e.add_argument("--truncation", type=float, metavar="PSI",
+                   help="measure samples drawn as `generate --truncation PSI` draws them (noise beyond +-PSI redrawn; "
+                        "default: no truncation). The classifier and Inception figures both use it")
     e.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto (cuda, mps, cpu)")
     e.add_argument("--inception", action="store_true",
                    help="also Inception FID, KID and IS of images, through torch-fidelity (pip install "

@@ -22,7 +22,7 @@ def mnist_quick() -> RunConfig:
         model=NetConfig(z_dim=64, g_width=48, d_width=48, n_classes=-1, d_cond="projection"),
         loss=LossConfig(kind="hinge"),
         optim=OptimConfig(lr_g=1e-3, lr_d=1e-3, betas=(0.0, 0.99)),
-        train=TrainConfig(steps=2100, batch_size=64, ema_decay=0.995, ema_rampup=10,
+        train=TrainConfig(steps=2100, batch_size=64, channels_last=True, ema_decay=0.995, ema_rampup=10,
                           log_every=25, preview_every=250, checkpoint_every=500),
     )
 
@@ -55,7 +55,7 @@ def voice_quick() -> RunConfig:
         data=DataConfig(modality="mel", source="folder", audio=AudioConfig()),
         model=NetConfig(z_dim=100, g_width=32, d_width=32, n_classes=-1),
         optim=OptimConfig(lr_g=4e-4, lr_d=4e-4, betas=(0.0, 0.99)),
-        train=TrainConfig(steps=3000, batch_size=64, ema_decay=0.999, ema_rampup=3,
+        train=TrainConfig(steps=3000, batch_size=64, channels_last=True, ema_decay=0.999, ema_rampup=3,
                           log_every=25, preview_every=250, checkpoint_every=500, n_preview=36),
     )
 
@@ -99,7 +99,7 @@ def images64() -> RunConfig:
         model=NetConfig(family="dcgan", z_dim=100, g_width=64, d_width=64, n_classes=-1,
                         spectral_norm=True, d_norm="none"),
         loss=LossConfig(kind="hinge"),
-        train=TrainConfig(steps=10000, batch_size=64, ema_decay=0.999, ema_rampup=200,
+        train=TrainConfig(steps=10000, batch_size=64, channels_last=True, ema_decay=0.999, ema_rampup=200,
                           log_every=50, preview_every=500, checkpoint_every=1000),
     )
 

@@ -150,7 +150,8 @@ def train_and_sample(cfg: RunConfig, out_dir: str | Path, *, n_samples: int, res
     return last, generate(restore(last), n_samples, Path(out_dir) / "samples", seed=0)
 
 
-def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str | torch.device = "cpu", seed: int = 0):
+def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str | torch.device = "cpu", seed: int = 0,
+                   truncation: float | None = None):
     """An `Evaluator` of generators of `modality` against `dataset` (its features are cached).
 
     The feature network is `cfg.features`, or the shipped one for the adapter's
@@ -171,19 +172,22 @@ def make_evaluator(cfg: EvalConfig, modality: Modality, dataset, *, device: str 
     warning = mismatch_warning(extractor, reference.probs, path.name)
     if warning:
         log.warning(warning)
-    return Evaluator(modality, extractor, reference, n=cfg.n, batch_size=cfg.batch_size, seed=seed)
+    return Evaluator(modality, extractor, reference, n=cfg.n, batch_size=cfg.batch_size, seed=seed, truncation=truncation)
 
 
 def evaluate_checkpoint(path: str | Path, *, n: int = 2000, data_root: str | None = None, features: str = "",
-                        device: str | torch.device = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                        device: str | torch.device = "cpu", seed: int = 0, progress: bool = True,
+                        truncation: float | None = None) -> dict[str, Any]:
     """Figures of a checkpoint's EMA generator against the data it was trained on (or `data_root`),
-    with the feature network used and, when the data looks unlike its training data, a warning."""
+    with the feature network used and, when the data looks unlike its training data, a warning.
+    `truncation`: measure the samples `generate --truncation` writes."""
     from multigan.metrics.features import mismatch_warning
 
     restored = restore(path, device=device)
     data = restored.config.data if data_root is None else dataclasses.replace(restored.config.data, root=data_root)
     dataset, _ = load_data(data, progress=progress)
-    evaluator = make_evaluator(EvalConfig(n=n, features=features), restored.modality, dataset, device=device, seed=seed)
+    evaluator = make_evaluator(EvalConfig(n=n, features=features), restored.modality, dataset, device=device, seed=seed,
+                               truncation=truncation)
     figures = evaluator(restored.G)
     features_path = feature_net_path(restored.modality.name, features, restored.modality.shape)
     return {

@@ -38,7 +38,7 @@ FLAGS = {
                  "--resume", "--set", "--dry-run", "--no-progress", "--eval-every", "mnist-quick"],
     ("generate",): ["CHECKPOINT", "--n", "--out", "--seed", "--label", "--device"],
     ("info",): ["CHECKPOINT", "--json"],
-    ("evaluate",): ["CHECKPOINT", "--n", "--data-root", "--features", "--out", "--seed", "--device"],
+    ("evaluate",): ["CHECKPOINT", "--n", "--data-root", "--features", "--out", "--seed", "--truncation", "--device"],
     ("report",): ["RUN_DIR", "--out"],
 }
 
@@ -127,6 +127,7 @@ BAD_COMMANDS = {
     "train --out under a file": (["train", "mnist-quick", "--out", "afile/run", "--steps", "1"], "afile/run"),
     "evaluate --n 3": (["evaluate", "random.pt", "--n", "3"], "--n must be at least 10"),
     "evaluate a missing checkpoint": (["evaluate", "nope.pt"], "nope.pt"),
+    "evaluate --truncation 0": (["evaluate", "random.pt", "--truncation", "0"], "truncation must be a number above 0"),
     "report a folder that is not a run": (["report", "G"], "G"),
     "unknown command": (["fly"], "fly"),
 }

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from multigan.generate import labels_for, synthesize
+from multigan.generate import labels_for, latents, synthesize
 from multigan.metrics.distances import diversity, fid, kid, precision_recall, train_distance
 from multigan.metrics.feature_net import FeatureExtractor
 from multigan.metrics.scores import class_coverage, classifier_score
@@ -149,19 +149,20 @@ class Evaluator:
 
     Calling it returns the figures of `measure`, plus `diversity_ratio` (the
     samples' diversity over that of as many reference items; near 0 means
-    collapse), `n` and `seconds`.
+    collapse), `n` and `seconds`. `truncation` measures the samples that
+    `generate --truncation` writes (noise beyond +-psi redrawn).
     """
 
     def __init__(self, modality: Modality, extractor: FeatureExtractor, reference: FeatureSet, *, n: int,
-                 batch_size: int = 250, seed: int = 0):
+                 batch_size: int = 250, seed: int = 0, truncation: float | None = None):
         self.modality, self.extractor, self.reference = modality, extractor, reference
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.n, self.batch_size, self.seed, self.truncation = n, batch_size, seed, truncation
         self.reference_diversity = diversity(reference.subset(n, seed).features)
 
     @torch.no_grad()
     def sample(self, G: nn.Module) -> FeatureSet:
         """Features of n samples of G (noise drawn on the CPU from the fixed seed; every class in turn if conditional)."""
-        z = torch.randn(self.n, G.z_dim, generator=torch.Generator().manual_seed(self.seed))
+        z = latents(self.n, G.z_dim, self.seed, self.truncation)  # [n, z_dim]
         y = labels_for(G, self.n)
         parts = []
         for i in range(0, self.n, self.batch_size):
@@ -179,6 +180,8 @@ class Evaluator:
             G.train(was_training)
         figures["diversity_ratio"] = figures["diversity"] / max(self.reference_diversity, 1e-12)
         figures["n"] = self.n
+        if self.truncation is not None:
+            figures["truncation"] = self.truncation
         figures["seconds"] = time.perf_counter() - t0
         return figures
 

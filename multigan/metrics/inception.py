@@ -129,11 +129,12 @@ def to_rgb(images: Tensor) -> Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def generated_images(G: nn.Module, modality, n: int, *, seed: int = 0, batch_size: int = 250) -> Iterator[Tensor]:
+def generated_images(G: nn.Module, modality, n: int, *, seed: int = 0, batch_size: int = 250,
+                     truncation: float | None = None) -> Iterator[Tensor]:
     """n decoded samples of G as uint8 images, from the same fixed noise (and labels) as the `Evaluator`'s."""
-    from multigan.generate import labels_for, synthesize
+    from multigan.generate import labels_for, latents, synthesize
 
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    z = latents(n, G.z_dim, seed, truncation)  # [n, z_dim]
     y = labels_for(G, n)
     for i in range(0, n, batch_size):
         images = modality.decode(synthesize(G, z[i:i + batch_size], None if y is None else y[i:i + batch_size],
@@ -196,8 +197,10 @@ def inception_metrics(generated: dict[str, Tensor], reference: dict[str, Tensor]
 
 
 def evaluate_inception(inception: Inception, G: nn.Module, modality, dataset, *, n: int, seed: int = 0,
-                       batch_size: int = 250, cache_dir: str | os.PathLike | None = None) -> dict[str, float | None]:
+                       batch_size: int = 250, cache_dir: str | os.PathLike | None = None,
+                       truncation: float | None = None) -> dict[str, float | None]:
     """Inception FID, KID and IS of n samples of G against every item of `dataset`, and the reference size."""
-    generated = inception.features(generated_images(G, modality, n, seed=seed, batch_size=batch_size))
+    generated = inception.features(generated_images(G, modality, n, seed=seed, batch_size=batch_size,
+                                                    truncation=truncation))
     reference = reference_features(inception, dataset, cache_dir=cache_dir, batch_size=batch_size)
     return {**inception_metrics(generated, reference), "inception_reference_items": len(reference[POOL])}

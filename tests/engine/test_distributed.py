@@ -38,13 +38,13 @@ LABELLED = Labelled(ImageTensorDataset(DATASET.images, torch.arange(256) % 4), 4
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _cfg(steps: int, model: dict | None = None, **loss) -> RunConfig:
+def _cfg(steps: int, model: dict | None = None, train: dict | None = None, **loss) -> RunConfig:
     return RunConfig(
         data=DataConfig(source="folder", channels=1, height=16, width=16),
         model=NetConfig(z_dim=8, g_width=8, d_width=8, d_norm="layer", g_norm="layer", **(model or {})),
         loss=LossConfig(**loss),
         train=TrainConfig(steps=steps, batch_size=16, device="cpu", ema_decay=0.9, ema_rampup=2, log_every=2,
-                          preview_every=1000, checkpoint_every=1000, n_preview=8),
+                          preview_every=1000, checkpoint_every=1000, n_preview=8, **(train or {})),
     )
 
 
@@ -123,8 +123,9 @@ def _close(a: dict, b: dict, what: str) -> None:
                                   {"weights": {"r1": 1.0}, "reg_every": 2, "augment": 0.5},
                                   {"model": {"n_classes": 4, "d_cond": "projection", "mbstd_group": 4}},
                                   {"model": {"n_classes": 4, "d_cond": "aux", "mbstd_group": 4},
-                                   "weights": {"r1": 1.0}, "reg_every": 2}],
-                         ids=["nonsaturating", "wgan-gp", "lazy-r1-augment", "projection-mbstd", "aux-lazy-r1"])
+                                   "weights": {"r1": 1.0}, "reg_every": 2},
+                                  {"model": {"n_classes": 4}, "train": {"channels_last": True}}],
+                         ids=["nonsaturating", "wgan-gp", "lazy-r1-augment", "projection-mbstd", "aux-lazy-r1", "channels-last"])
 def test_two_ranks_train_what_one_process_trains(tmp_path, loss):
     cfg = _cfg(steps=4, **loss)
     one = load_checkpoint(_single(tmp_path, "one", cfg))

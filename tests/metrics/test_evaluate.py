@@ -17,6 +17,7 @@ from multigan.data.audio_folder import ClipDataset, load_clip_folder
 from multigan.data.mnist import load_mnist
 from multigan.data.tensors import ImageTensorDataset
 from multigan.errors import ConfigError
+from multigan.generate import latents
 from multigan.metrics import feature_file, feature_inputs, feature_net
 from multigan.metrics.evaluate import METRICS, Evaluator, FeatureSet, format_table, metric_label, reference_set
 from multigan.metrics.feature_file import load_feature_net
@@ -107,6 +108,22 @@ def test_evaluator_returns_every_figure_finite_and_repeatable(case):
     second = evaluator(G)
     for key in FIGURES - {"seconds"}:
         assert first[key] == second[key], key
+
+
+def test_truncation_measures_the_noise_that_generate_draws(mnist_test):
+    """With a truncation the evaluator feeds G the latents `generate --truncation` feeds it; without, plain N(0, 1)."""
+    evaluator, _, real = _image_case(mnist_test)
+    seen: list[torch.Tensor] = []
+    real.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    plain = evaluator(real)
+    assert "truncation" not in plain
+    assert torch.equal(torch.cat(seen), latents(evaluator.n, real.z_dim, evaluator.seed))
+    seen.clear()
+    truncated = Evaluator(evaluator.modality, evaluator.extractor, evaluator.reference, n=evaluator.n,
+                          batch_size=evaluator.batch_size, truncation=0.5)(real)
+    z = torch.cat(seen)
+    assert truncated["truncation"] == 0.5 and z.abs().max() <= 0.5
+    assert torch.equal(z, latents(evaluator.n, real.z_dim, evaluator.seed, truncation=0.5))
 
 
 def test_real_samples_beat_an_untrained_generator(case):
@@ -241,10 +258,11 @@ def test_evaluate_command_on_a_tiny_checkpoint(mnist_test, tmp_path, monkeypatch
 
     out = tmp_path / "elsewhere" / "figures.json"
     assert cli.main(["-q", "evaluate", str(run), "--n", "100", "--device", "cpu", "--seed", "1",
-                     "--data-root", str(other_digits), "--out", str(out)]) == 0
+                     "--data-root", str(other_digits), "--out", str(out), "--truncation", "1.5"]) == 0
     other = json.loads(out.read_text())
-    assert other["reference_items"] == 300 and other["seed"] == 1 and other["n"] == 100
-    assert str(out) in capsys.readouterr().out
+    assert other["reference_items"] == 300 and other["seed"] == 1 and other["n"] == 100 and other["truncation"] == 1.5
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "noise truncated at +-1.5" in printed
 
 
 def test_evaluate_command_errors_are_one_line(tmp_path, monkeypatch, capsys):

@@ -212,6 +212,10 @@ class NetConfig:
         _check(self.g_cond in G_CONDS, f"model.g_cond must be one of {G_CONDS}, got {self.g_cond!r}")
         _check(self.g_cond != "batchnorm" or self.g_norm == "batch",
                f"model.g_cond=batchnorm needs G's batch norms (model.g_norm=batch), got g_norm={self.g_norm!r}")
+        # Here, not only when the nets are built: that is after the data has loaded.
+        _check(not (self.family == "resnet" and self.d_cond == "aux"),
+               "model.d_cond=aux (an auxiliary classifier in D) is a DCGAN-family setting; "
+               "the resnet family's D always projects the label")
 
 
 @dataclass(frozen=True)

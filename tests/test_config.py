@@ -160,6 +160,14 @@ def test_bad_values_name_the_setting(key, value, setting):
         RunConfig().override(key, value)
 
 
+def test_an_auxiliary_classifier_in_a_resnet_D_is_refused_with_the_settings():
+    """Before any data loads: the settings themselves refuse it, whichever is set last."""
+    with pytest.raises(ConfigError, match="d_cond=aux"):
+        RunConfig().override("model.family", "resnet").override("model.d_cond", "aux")
+    with pytest.raises(ConfigError, match="d_cond=aux"):
+        RunConfig().override("model.d_cond", "aux").override("model.family", "resnet")
+
+
 @pytest.mark.parametrize("key, value", [
     ("eval.every", 0), ("eval.n", 10), ("eval.batch_size", 1), ("train.nan_lr_factor", 1.0), ("train.nan_retries", 0),
 ])

@@ -100,7 +100,7 @@ def images64() -> RunConfig:
         model=NetConfig(family="dcgan", z_dim=100, g_width=64, d_width=64, n_classes=-1,
                         spectral_norm=True, d_norm="none"),
         loss=LossConfig(kind="hinge"),
-        train=TrainConfig(steps=10000, batch_size=64, channels_last=True, ema_decay=0.999, ema_rampup=200,
+        train=TrainConfig(steps=10000, batch_size=64, ema_decay=0.999, ema_rampup=200,
                           log_every=50, preview_every=500, checkpoint_every=1000),
     )
 

@@ -44,12 +44,13 @@ def voice_quick() -> RunConfig:
 
     Conditioned on the clips' labels when they have some (sub-folders, or
     FSDD-style file names), unconditional otherwise. Adam at 4e-4 with betas
-    (0, 0.99), and an EMA whose horizon grows to a third of the run
-    (ema_decay 0.999, ema_rampup 3): after 1,450 steps on FSDD (15 minutes
-    on 2 CPU cores), classifier score 5.73, FID 9.18 and recall 0.845,
-    against 5.46, 11.46 and 0.800 with ema_decay 0.995 and ema_rampup 10 and
-    4.34, 26.55 and 0.478 with 2e-4, (0.5, 0.999) and ema_rampup 100
-    (bench/quality.py, README's Quality section).
+    (0, 0.99), an EMA whose horizon grows to a third of the run (ema_decay
+    0.999, ema_rampup 3), NHWC layout: after 1,750 steps on FSDD (15 minutes
+    on 2 CPU cores), classifier score 5.86, FID 8.04 and recall 0.823 (means
+    of 3 seeds; 6.26, 7.14 and 0.834 sampled with truncation 1.5), against
+    5.46, 11.46 and 0.800 after 1,450 steps with ema_decay 0.995 and
+    ema_rampup 10 and 4.34, 26.55 and 0.478 with 2e-4, (0.5, 0.999) and
+    ema_rampup 100 (bench/quality.py, README's Quality section).
     """
     return RunConfig(
         name="voice-quick",

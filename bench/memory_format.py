@@ -2,11 +2,11 @@
 
 For each preset's nets (conditional on 10 classes, the preset's widths and
 sample shape) it runs the same training step: a D step on a real and a
-generated batch, then a G step, Adam with the preset's rates, non-saturating
-loss. The two memory formats alternate in one process, from the same initial
-weights and on the same batches (random tensors: the time of a step does not
-depend on what the pixels hold), and each round prints images/s for both and
-their ratio. Prints figures only; it asserts nothing about time.
+generated batch, then a G step, with the engine's optimisers at the
+preset's settings, non-saturating loss. The two memory formats alternate in
+one process, from the same initial weights and on the same batches (random
+tensors: the time of a step does not depend on what the pixels hold), and
+each round prints images/s for both and their ratio. Prints figures only; it asserts nothing about time.
 
     PYTHONPATH=. python bench/memory_format.py --threads 1
     PYTHONPATH=. python bench/memory_format.py --device cuda --precision bf16
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from multigan.engine.distributed import pick_device
+from multigan.engine.optim import make_optimizer
 from multigan.presets import PRESETS
 from multigan.registry import build_nets
 from machine_load import machine_busy_seconds  # bench/, beside this script
@@ -40,9 +41,9 @@ def timed_steps(preset: str, fmt: torch.memory_format, device: torch.device, ste
     torch.manual_seed(seed)
     G, D = build_nets(net_cfg, SHAPES[preset])
     G, D = G.to(device, memory_format=fmt), D.to(device, memory_format=fmt)
-    opt = cfg.optim
-    opt_G = torch.optim.Adam(G.parameters(), lr=opt.lr_g, betas=tuple(map(float, opt.betas)))
-    opt_D = torch.optim.Adam(D.parameters(), lr=opt.lr_d, betas=tuple(map(float, opt.betas)))
+    fused = device.type == "cuda"  # as the trainer builds them
+    opt_G = make_optimizer(G.parameters(), cfg.optim, cfg.optim.lr_g, fused=fused)
+    opt_D = make_optimizer(D.parameters(), cfg.optim, cfg.optim.lr_d, fused=fused)
     real = torch.randn(batch_size, *SHAPES[preset], device=device).contiguous(memory_format=fmt)  # [B, C, H, W]
     y = torch.randint(N_CLASSES, (batch_size,), device=device)
 

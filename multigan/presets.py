@@ -49,11 +49,11 @@ def voice_quick() -> RunConfig:
     falls (and drew some words twice). Adam at 4e-4 with betas (0, 0.99), an
     EMA whose horizon grows to a third of the run (ema_decay 0.999,
     ema_rampup 3), NHWC layout: after 1,750 steps on FSDD (15 minutes on 2 CPU
-    cores), classifier score 7.38, FID 2.90 and recall 0.880 (seed 0),
-    against 6.05, 7.35 and 0.840 with random placement, 5.86, 8.04 and 0.823
-    with one-hot label planes in D too, and 4.34, 26.55 and 0.478 for the
-    first preset (lr 2e-4, betas (0.5, 0.999), ema_rampup 100, 1,150 steps)
-    (bench/quality.py, README's Quality section).
+    cores), classifier score 7.48, FID 3.06 and recall 0.889 (means of 3
+    seeds), against 6.05, 7.35 and 0.840 with random placement, 5.86, 8.04
+    and 0.823 with one-hot label planes in D too, and 4.34, 26.55 and 0.478
+    for the first preset (lr 2e-4, betas (0.5, 0.999), ema_rampup 100, 1,150
+    steps) (bench/quality.py, README's Quality section).
     """
     return RunConfig(
         name="voice-quick",

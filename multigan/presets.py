@@ -93,19 +93,28 @@ def images64() -> RunConfig:
     """DCGAN on a folder of colour pictures at 64x64 RGB (emoji, faces, your own), transparency on white.
 
     Conditioned on the labels of sub-folders or of a `data.labels` table when
-    there are some, unconditional otherwise. `--set model.family=...` swaps
-    the network family. Hinge loss and a spectrally normalised D without batch
-    norm: with the non-saturating loss and a batch-norm D, D won within 250
-    steps on emoji (D loss 0.004) and G never recovered.
+    there are some, unconditional otherwise, through a projection D. The hinge
+    loss and a spectrally normalised D without batch norm (with the
+    non-saturating loss and a batch-norm D, D won within 250 steps on emoji
+    and G never recovered); Adam at 4e-4 with betas (0, 0.99), as the quick
+    presets; differentiable augmentation (p 0.25); nets 32 wide, so that
+    2,900 steps fit the 30 minutes of 2 CPU cores. On emoji, 3,786 images in
+    10 categories: flags and faces drawn recognisably; FID 22.0, precision
+    0.830 and recall 0.615 with labels in the data's proportions, against
+    20.3, 0.641 and 0.239 with one-hot label planes in D and Adam at 2e-4 with
+    betas (0.5, 0.999) after 1,500 steps (bench/quality.py, README's Quality
+    section). On a GPU, wider nets and more steps pay: `--set model.g_width=64
+    --set model.d_width=64 --steps 10000`.
     """
     return RunConfig(
         name="images-64",
         data=DataConfig(modality="image", source="folder", channels=3, height=64, width=64),
-        model=NetConfig(family="dcgan", z_dim=100, g_width=64, d_width=64, n_classes=-1,
-                        spectral_norm=True, d_norm="none"),
-        loss=LossConfig(kind="hinge"),
-        train=TrainConfig(steps=10000, batch_size=64, ema_decay=0.999, ema_rampup=200,
-                          log_every=50, preview_every=500, checkpoint_every=1000),
+        model=NetConfig(family="dcgan", z_dim=100, g_width=32, d_width=32, n_classes=-1,
+                        spectral_norm=True, d_norm="none", d_cond="projection"),
+        loss=LossConfig(kind="hinge", augment=0.25),
+        optim=OptimConfig(lr_g=4e-4, lr_d=4e-4, betas=(0.0, 0.99)),
+        train=TrainConfig(steps=2900, batch_size=64, ema_decay=0.999, ema_rampup=200,
+                          log_every=50, preview_every=500, checkpoint_every=500),
     )
 
 

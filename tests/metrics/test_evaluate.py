@@ -126,6 +126,24 @@ def test_truncation_measures_the_noise_that_generate_draws(mnist_test):
     assert torch.equal(z, latents(evaluator.n, real.z_dim, evaluator.seed, truncation=0.5))
 
 
+def test_labels_choose_the_classes_a_conditional_generator_draws(mnist_test):
+    """By default every class in turn; given labels (the data's proportions, say), exactly those, in order."""
+    evaluator, _, _ = _image_case(mnist_test)
+    torch.manual_seed(0)
+    G, _ = dcgan.build(NetConfig(z_dim=8, g_width=8, d_width=8, n_classes=10), evaluator.modality.shape)
+    seen: list[torch.Tensor] = []
+    G.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    evaluator(G)
+    assert torch.equal(torch.cat(seen), torch.arange(evaluator.n) % 10)
+    seen.clear()
+    labels = torch.randint(3, (evaluator.n,), generator=torch.Generator().manual_seed(1))
+    Evaluator(evaluator.modality, evaluator.extractor, evaluator.reference, n=evaluator.n,
+              batch_size=evaluator.batch_size, labels=labels)(G)
+    assert torch.equal(torch.cat(seen), labels)
+    with pytest.raises(ConfigError, match="one class per sample"):
+        Evaluator(evaluator.modality, evaluator.extractor, evaluator.reference, n=evaluator.n, labels=labels[:5])
+
+
 def test_real_samples_beat_an_untrained_generator(case):
     evaluator, G, real = case
     untrained, replayed = evaluator(G), evaluator(real)

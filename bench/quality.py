@@ -9,8 +9,8 @@ distance to the training set of generated samples, next to the real-data
 reference (the held-out split against the training split) and, for sounds,
 the Griffin-Lim ceiling (held-out clips analysed into the model's log-mel and
 turned back into waveforms), and for emoji the generated samples drawn in the
-data's category proportions as well as every category in turn. Every set is measured against the training
-split, with as many samples as the held-out split has (10,000 digits; FSDD
+data's category proportions as well as every category in turn. Every set is
+measured against the training split, with as many samples as the held-out split has (10,000 digits; FSDD
 takes 0-4: 300 clips; the emoji classifier's held-out 20% of base emoji, with
 their skin-tone variants), so that the columns compare like with like.
 

@@ -130,7 +130,8 @@ def proportional_labels(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Te
     quota = counts / counts.sum() * n
     k = quota.floor().long()
     k[torch.argsort(quota - k, descending=True)[: n - int(k.sum())]] += 1
-    return torch.repeat_interleave(torch.arange(len(counts)), k)[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.repeat_interleave(torch.arange(len(counts)), k)[order]
 
 
 def emoji(args, out: Path) -> dict:

@@ -6,10 +6,10 @@ spoken digit, the share of its energy above 4 kHz (what resampling to
 and that are resampled to 16 kHz as voice-16k loads them, averaged over
 several voices, and the share of its sounding frames whose energy lies
 mostly above 4 kHz (its /s/, /z/, /th/: the time that 8 kHz turns to near
-silence). Then the price of 16 kHz: the floating-point operations of one training
-step's forward passes (G on a batch, D on a real and a generated batch,
-counted by torch's FlopCounterMode, a multiply-add as two, so independent of the machine's load)
-and the parameters of voice-quick's nets (64 mels x 64 frames) against
+silence). Then the price of 16 kHz: the floating-point operations of one
+training step's forward passes (G on a batch, D on a real and a generated
+batch, counted by torch's FlopCounterMode, a multiply-add as two, so
+independent of the machine's load) and the parameters of voice-quick's nets (64 mels x 64 frames) against
 voice-16k's (128 x 128). Prints figures only; it asserts nothing.
 
     PYTHONPATH=. python bench/sample_rate.py
@@ -34,6 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from multigan.audio.io import load_audio, trim_silence
+from multigan.audio.spectral import magnitude
 from multigan.presets import PRESETS
 from multigan.registry import build_nets
 
@@ -54,8 +55,7 @@ def high_band_frames(wave: np.ndarray, rate: int, cut_hz: float, n_fft: int = 51
                      floor_db: float = 40.0) -> float:
     """The fraction of the clip's sounding frames (within `floor_db` of its loudest) whose energy lies
     mostly above `cut_hz`: the time that 8 kHz turns to near silence (an /s/, /z/, /th/)."""
-    frames = torch.stft(torch.from_numpy(wave).double(), n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64),
-                        return_complex=True).abs().square().numpy()  # [freq, frame]
+    frames = magnitude(torch.from_numpy(wave).double(), n_fft, hop, power=2.0).numpy()  # [freq, frame]
     freqs = np.fft.rfftfreq(n_fft, d=1.0 / rate)
     total = frames.sum(axis=0)
     sounding = total > total.max() * 10 ** (-floor_db / 10)
@@ -110,7 +110,8 @@ def main() -> int:
     print("| word | share of energy | sounding frames mostly above |\n|---|---|---|")
     for word in [*WORDS, "all"]:
         s = np.array([v for w in (WORDS if word == "all" else [word]) for v in shares[w]]) * 100  # [clips, 2]
-        print(f"| {word} | " + " | ".join(f"{s[:, i].mean():.1f}% ({s[:, i].min():.1f}-{s[:, i].max():.1f})" for i in (0, 1)) + " |")
+        cells = [f"{s[:, i].mean():.1f}% ({s[:, i].min():.1f}-{s[:, i].max():.1f})" for i in (0, 1)]
+        print(f"| {word} | {' | '.join(cells)} |")
     print()
 
     rows = {name: step_cost(name) for name in ("voice-quick", "voice-16k")}
@@ -118,7 +119,8 @@ def main() -> int:
     print("| preset | spectrogram | forward GFLOPs per step (batch 64) | ratio | G params | D params |")
     print("|---|---|---|---|---|---|")
     for name, (gflops, n_g, n_d, shape) in rows.items():
-        print(f"| {name} | {shape[1]}x{shape[2]} | {gflops:.2f} | {gflops / base:.2f}x | {n_g / 1e6:.2f} M | {n_d / 1e6:.2f} M |")
+        print(f"| {name} | {shape[1]}x{shape[2]} | {gflops:.2f} | {gflops / base:.2f}x "
+              f"| {n_g / 1e6:.2f} M | {n_d / 1e6:.2f} M |")
     return 0
 
 

@@ -33,6 +33,7 @@ D_CONDS = ("concat", "projection", "aux")
 # How a class-conditional DCGAN G reads the label.
 G_CONDS = ("concat", "batchnorm")
 PRECISIONS = ("fp32", "bf16", "fp16")
+LABEL_DRAWS = ("data", "uniform")
 # Keys of `LossConfig.weights`; they are also the keys of the JSONL log.
 LOSS_TERMS = ("d_adv", "g_adv", "gp", "r1", "d_cls", "g_cls")
 # Terms on by default; the auxiliary classifier's (d_cls, g_cls) only ever run with a D that classifies.
@@ -278,6 +279,9 @@ class TrainConfig:
     ema_bn_batches: int = setting(16, "batches of noise through the EMA generator that set its batch-norm statistics "
                                       "before each preview, evaluation and checkpoint (BigGAN's standing statistics); "
                                       "0: keep the statistics the live G gathered")
+    labels: str = setting("data", "the classes a class-conditional G is given in training and evaluation: data "
+                                  "(in the training set's proportions, fixed when the run starts and kept in its "
+                                  "checkpoints) or uniform (every class equally often)")
     seed: int = setting(0, "seed of the initial weights, the noise and the data order")
     device: str = setting("auto", f"{', '.join(DEVICES)}; auto: cuda, then mps, then cpu")
     precision: str = setting("fp32", "autocast dtype of the forward passes: fp32, bf16 (CUDA and CPU) or fp16 "
@@ -312,6 +316,7 @@ class TrainConfig:
         _check(self.ema_rampup >= 0, f"train.ema_rampup must be >= 0, got {self.ema_rampup}")
         _check(0 <= self.ema_bn_batches <= 10000, f"train.ema_bn_batches must be in 0..10000, got {self.ema_bn_batches}")
         _check(self.device in DEVICES, f"train.device must be one of {DEVICES}, got {self.device!r}")
+        _check(self.labels in LABEL_DRAWS, f"train.labels must be one of {LABEL_DRAWS}, got {self.labels!r}")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(self.threads >= 0, f"train.threads must be >= 0 (0: adapt to the free cores), got {self.threads}")
 

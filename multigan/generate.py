@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 MAX_SCALE = 16  # --scale: a 64x64 grid of 64x64 images at 16x is already 4 gigapixels
 
 
-def labels_for(G: nn.Module, n: int, label: int | None = None) -> Tensor | None:
-    """Labels [n] for a class-conditional G (`label`, or every class in turn); None for an unconditional one."""
+def labels_for(G: nn.Module, n: int, label: int | None = None, mix: Tensor | None = None) -> Tensor | None:
+    """Labels [n] for a class-conditional G: `label`, else in the proportions `mix` [n_classes] (see
+    `labels_in_proportion`), else every class in turn; None for an unconditional G."""
     n_classes = getattr(G, "n_classes", 0)
     if not n_classes:
         if label is not None:
@@ -38,7 +39,21 @@ def labels_for(G: nn.Module, n: int, label: int | None = None) -> Tensor | None:
         if not 0 <= label < n_classes:
             raise ConfigError(f"label must be in 0..{n_classes - 1}, got {label}")
         return torch.full((n,), label, dtype=torch.long)
+    if mix is not None:
+        if mix.shape != (n_classes,):
+            raise ConfigError(f"a class mix for this generator holds {n_classes} shares, got shape {tuple(mix.shape)}")
+        return labels_in_proportion(mix, n)
     return torch.arange(n) % n_classes
+
+
+def labels_in_proportion(mix: Tensor, n: int, seed: int = 0) -> Tensor:
+    """n labels [n] in which class k appears n * mix[k] times, rounded by largest remainders (so the counts
+    sum to n), in an order shuffled by `seed`: the data's class mix without the noise of drawing it."""
+    quota = mix.double().cpu() / mix.sum().item() * n
+    counts = quota.floor().long()
+    counts[torch.argsort(quota - counts, descending=True)[: n - int(counts.sum())]] += 1
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.repeat_interleave(torch.arange(len(mix)), counts)[order]
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ class Restored:
     G: nn.Module  # the EMA generator, in eval mode
     step: int
     path: Path
+    label_mix: torch.Tensor | None = None  # [n_classes]: the class shares G's labels were drawn with in training
 
 
 def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
@@ -52,7 +53,11 @@ def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
         G.load_state_dict(state["G_ema"])
     except (KeyError, RuntimeError, ConfigError) as e:
         raise CheckpointError(f"{path} does not match this version of multigan: {str(e).splitlines()[0][:200]}") from None
-    return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path)
+    mix = state.get("label_mix")
+    if mix is not None and (not isinstance(mix, torch.Tensor) or mix.shape != (getattr(G, "n_classes", 0),)):
+        raise CheckpointError(f"{path} holds a class mix that does not fit its generator")
+    return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path,
+                    None if mix is None else mix.float().cpu())
 
 
 def describe(path: str | Path) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def evaluate_checkpoint(path: str | Path, *, n: int = 2000, data_root: str | Non
     dataset, _ = load_data(data, progress=progress)
     evaluator = make_evaluator(EvalConfig(n=n, features=features), restored.modality, dataset, device=device, seed=seed,
                                truncation=truncation)
-    figures = evaluator(restored.G)
+    figures = evaluator(restored.G, restored.label_mix)
     features_path = feature_net_path(restored.modality.name, features, restored.modality.shape)
     return {
         "checkpoint": str(restored.path.resolve()),

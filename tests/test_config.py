@@ -273,7 +273,8 @@ def test_an_explicit_precision_wins_over_amp():
 
 
 @pytest.mark.parametrize("setting, value", [("train.precision", "fp8"), ("model.g_norm", "instance"),
-                                            ("loss.reg_every", "0"), ("train.max_loss", "0")])
+                                            ("loss.reg_every", "0"), ("train.max_loss", "0"),
+                                            ("train.labels", "balanced")])
 def test_new_settings_are_checked(setting, value):
     with pytest.raises(ConfigError, match=setting.split(".")[1]):
         RunConfig().override(setting, value)

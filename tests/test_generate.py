@@ -16,7 +16,7 @@ from multigan.config import DataConfig, NetConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine.trainer import train
 from multigan.errors import ConfigError
-from multigan.generate import generate, labels_for, synthesize
+from multigan.generate import generate, labels_for, labels_in_proportion, synthesize
 from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
 
@@ -61,6 +61,18 @@ def test_labels_for_a_conditional_G():
     for label in (-1, 3):
         with pytest.raises(ConfigError, match="0..2"):
             labels_for(G, 5, label=label)
+
+
+def test_labels_in_a_class_mix_are_its_shares_rounded_to_whole_counts():
+    G, _ = dcgan.build(NetConfig(z_dim=8, g_width=8, d_width=8, n_classes=3), SHAPE)
+    mix = torch.tensor([0.5, 0.3, 0.2])
+    y = labels_for(G, 7, mix=mix)  # quotas 3.5, 2.1, 1.4: the largest remainder goes to class 0
+    assert torch.bincount(y, minlength=3).tolist() == [4, 2, 1] and y.dtype == torch.long
+    assert torch.equal(y, labels_in_proportion(mix, 7)) and not torch.equal(y, labels_in_proportion(mix, 7, seed=1))
+    assert torch.bincount(labels_in_proportion(torch.tensor([1.0, 0.0, 3.0]), 1000), minlength=3).tolist() == [250, 0, 750]
+    assert labels_for(G, 5, label=1, mix=mix).tolist() == [1] * 5  # one asked-for class wins over the mix
+    with pytest.raises(ConfigError, match="3 shares"):
+        labels_for(G, 5, mix=torch.tensor([0.5, 0.5]))
 
 
 def test_labels_for_an_unconditional_G():

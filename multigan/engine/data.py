@@ -13,6 +13,7 @@ from torch import Tensor
 from multigan.engine.distributed import World
 from multigan.errors import ConfigError
 
+UNLABELLED = "a class-conditional G needs (data, labels) batches: wrap the dataset in data.tensors.Labelled"
 # Datasets smaller than this share of the free GPU memory are moved to the GPU whole and indexed there.
 _ON_DEVICE_SHARE = 0.25
 
@@ -60,6 +61,17 @@ class IndexStream(torch.utils.data.Sampler):
             if e != epoch:
                 epoch, perm = e, self.permutation(e).to(device)
             yield perm[first:first + self.local]
+
+
+def class_mix(dataset, n_classes: int) -> Tensor:
+    """The share of each class among a labelled dataset's items [n_classes] (float32, summing to 1)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise ConfigError(UNLABELLED)
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long).cpu(), minlength=n_classes)
+    if len(counts) > n_classes:
+        raise ConfigError(f"the data has labels up to {len(counts) - 1}, but G has {n_classes} classes")
+    return (counts / counts.sum()).float()
 
 
 def _collate(items):

@@ -130,6 +130,13 @@ class Noise:
         """[local batch] uniform in 0..high-1."""
         return self._mine(torch.randint(high, (self.batch_size,), device=self.generator.device, generator=self.generator))
 
+    def labels(self, n_classes: int, mix: Tensor | None = None) -> Tensor:
+        """[local batch] class labels: drawn with probabilities `mix` [n_classes], or uniformly when it is None."""
+        if mix is None:
+            return self.integers(n_classes)
+        return self._mine(torch.multinomial(mix.to(self.generator.device), self.batch_size, replacement=True,
+                                            generator=self.generator))
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -172,7 +179,7 @@ class GANLoss:
     def __init__(self, objective: AdversarialLoss, G: Callable, D: Callable, noise: Noise, *, z_dim: int,
                  n_classes: int, weights: Mapping[str, float], n_critic: int = 1, reg_every: int = 1,
                  D_reg: Callable | None = None, augment: Callable[..., Tensor] | None = None, augment_p: float = 0.0,
-                 classify: bool = False):
+                 classify: bool = False, label_mix: Tensor | None = None):
         self.objective, self.G, self.D, self.D_reg = objective, G, D, D_reg or D
         # AC-GAN: D(x, y, classify=True) also returns class logits [B, K]; its head learns real labels
         # only (d_cls), and G learns to have its samples assigned the labels it was given (g_cls).
@@ -180,6 +187,7 @@ class GANLoss:
         # DiffAugment: D only ever sees batches through the adapter's differentiable augmentation.
         self.augment, self.augment_p = (augment, augment_p) if augment is not None and augment_p > 0 else (None, 0.0)
         self.noise, self.z_dim, self.n_classes = noise, z_dim, n_classes
+        self.label_mix = label_mix  # [n_classes] probabilities of G's labels; None: uniform
         self.n_critic, self.reg_every = n_critic, reg_every
         self.penalties = tuple(k for k in ("gp", "r1") if weights.get(k, 0) > 0)
         self._fake: tuple[Tensor, Tensor | None] | None = None  # the last D step's fake batch, for the G step
@@ -216,9 +224,9 @@ class GANLoss:
         return x if self.augment is None else self.augment(x, self.augment_p, self.noise.uniform)
 
     def _latents(self) -> tuple[Tensor, Tensor | None]:
-        """z [B, z_dim] and, for a conditional G, labels drawn uniformly [B]."""
+        """z [B, z_dim] and, for a conditional G, labels [B] drawn from `label_mix`."""
         z = self.noise.normal(self.z_dim)
-        return z, (self.noise.integers(self.n_classes) if self.n_classes else None)
+        return z, (self.noise.labels(self.n_classes, self.label_mix) if self.n_classes else None)
 
     def _d_main(self, real: Tensor, y_real: Tensor | None, figures: dict[str, Tensor] | None) -> dict[str, Tensor]:
         penalise = self.penalties and self.reg_every == 1

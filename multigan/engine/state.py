@@ -15,12 +15,16 @@ from torch import Tensor, nn
 from multigan.engine import checkpoint as ckpt
 from multigan.engine.optim import EMA
 
-# Keys of a training state inside a checkpoint.
+# Keys of a training state inside a checkpoint ("label_mix" is there too when G's labels follow the data's).
 STATE_KEYS = ("step", "G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D", "rng", "noise")
 
 
 class TrainingState:
-    """G, D, the EMA of G, both optimisers and grad scalers, the step, and every RNG.
+    """G, D, the EMA of G, both optimisers and grad scalers, the step, every RNG, and G's class mix.
+
+    `label_mix` [n_classes] holds the probabilities with which a conditional
+    G's labels are drawn (the training set's class proportions); None draws
+    them uniformly, as checkpoints from before it was kept did.
 
     G and D are the plain modules (never a DistributedDataParallel or
     compiled wrapper), so checkpoints hold plain state-dict keys.
@@ -33,6 +37,7 @@ class TrainingState:
         self.scaler_G, self.scaler_D, self.noise = scaler_G, scaler_D, noise
         self.G_ema = G_ema if G_ema is not None else copy.deepcopy(G).eval().requires_grad_(False)
         self.step = 0
+        self.label_mix: Tensor | None = None
         self.ema = EMA(self.G_ema, G)
 
     def state_dict(self) -> dict[str, Any]:
@@ -43,6 +48,7 @@ class TrainingState:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "rng": ckpt.rng_state(), "noise": self.noise.get_state(),
+            **({} if self.label_mix is None else {"label_mix": self.label_mix}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -56,6 +62,8 @@ class TrainingState:
         ckpt.set_rng_state(state["rng"])
         self.noise.set_state(state["noise"].cpu())
         self.step = int(state["step"])
+        mix = state.get("label_mix")
+        self.label_mix = None if mix is None else mix.detach().float().cpu()
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of the state, held on the CPU (to go back to)."""

@@ -31,7 +31,7 @@ from multigan.engine import checkpoint as ckpt
 from multigan.engine import distributed
 from multigan import tensorboard
 from multigan.engine.data import batches as batch_stream
-from multigan.engine.data import to_device
+from multigan.engine.data import UNLABELLED, class_mix, to_device
 from multigan.engine.distributed import World, pick_device
 from multigan.engine.guard import DivergenceGuard
 from multigan.engine.losses import LOSSES, GANLoss, Noise, Phase
@@ -91,16 +91,18 @@ def train(
     *,
     resume: str | Path | None = None,
     progress: bool = True,
-    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    evaluate: Callable[[nn.Module, Tensor | None], dict[str, float]] | None = None,
 ) -> Path | None:
     """Train G against D on `dataset`; returns the path of the last checkpoint (None on ranks other than 0).
 
     G must have a `z_dim` attribute and map z [B, z_dim] to [B, *modality.shape];
     D maps [B, *modality.shape] to one raw score per example. When G has
     `n_classes` > 0, both also take labels y [B]: the dataset then yields
-    (data, labels) batches, and G's labels are drawn uniformly.
+    (data, labels) batches, and G's labels are drawn in the dataset's class
+    proportions (`train.labels=data`) or uniformly.
 
-    With `evaluate` (figures of a generator, among them "fid") and
+    With `evaluate` (figures of a generator, among them "fid", given G and
+    the class mix its labels are drawn from, None for uniform) and
     `cfg.eval.every`, the EMA generator is measured every that many steps;
     the figures go to metrics.jsonl and the best state by FID to
     checkpoints/best.pt. A run that diverges goes back to its last good
@@ -151,6 +153,8 @@ def train(
             state.load_state_dict(saved)
             del saved
             log.info("resumed from %s at step %d", resume, state.step)
+        elif getattr(G, "n_classes", 0) and tc.labels == "data":  # a resumed run keeps the mix it started with
+            state.label_mix = class_mix(dataset, G.n_classes)
         folder.start(resume_step=state.step if resume is not None else None)
         folder.write_config(cfg.to_json())
         if world.is_main:
@@ -175,6 +179,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     tc = cfg.train
     batch_size = min(tc.batch_size, len(dataset))
     n_classes = getattr(state.G, "n_classes", 0)
+    label_mix = None if state.label_mix is None else state.label_mix.to(device)
 
     # What the phases call: DDP wrappers across ranks, compiled graphs if asked; the penalties'
     # double backward goes through an uncompiled D.
@@ -188,7 +193,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     loss = GANLoss(LOSSES[cfg.loss.kind](), G_train, D_train, Noise(state.noise, batch_size, world.rank, world.size),
                    z_dim=state.G.z_dim, n_classes=n_classes, weights=cfg.loss.weights, n_critic=tc.n_critic,
                    reg_every=cfg.loss.reg_every, D_reg=D_reg, augment=augment, augment_p=cfg.loss.augment,
-                   classify=getattr(state.D, "classifies", False))
+                   classify=getattr(state.D, "classifies", False), label_mix=label_mix)
     phases = loss.phases()
     nets = {"G": (state.G, state.opt_G, state.scaler_G), "D": (state.D, state.opt_D, state.scaler_D)}
     weights = cfg.loss.weights
@@ -223,7 +228,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
             if phase.data:
                 batch = to_device(next(batches), device, memory_format)
                 if n_classes and not isinstance(batch, (tuple, list)):
-                    raise ConfigError("a class-conditional G needs (data, labels) batches: wrap the dataset in data.tensors.Labelled")
+                    raise ConfigError(UNLABELLED)
                 y_real = batch[1] if n_classes else None  # labelled batches are (data, labels)
                 real = modality.encode(batch)  # [B, *shape] in [-1, 1]
             opt.zero_grad(set_to_none=True)
@@ -258,7 +263,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
         if settled_at == state.step or not tc.ema_bn_batches:
             return
         noise = Noise(torch.Generator(device=device).manual_seed(tc.seed * 1_000_003 + state.step), batch_size)
-        draws = ((noise.normal(state.G.z_dim), *([noise.integers(n_classes)] if n_classes else []))
+        draws = ((noise.normal(state.G.z_dim), *([noise.labels(n_classes, label_mix)] if n_classes else []))
                  for _ in range(tc.ema_bn_batches))
         standing_stats(state.G_ema, draws)
         settled_at = state.step
@@ -282,7 +287,7 @@ def _loop(cfg: RunConfig, modality: Modality, state: TrainingState, dataset, fol
     def measure() -> None:
         nonlocal best_fid
         settle()
-        figures = evaluate(state.G_ema)
+        figures = evaluate(state.G_ema, state.label_mix)
         folder.metrics(state.step, figures)
         board.scalars("eval", state.step, figures)
         log.info("step %d: %s", state.step, ", ".join(f"{k} {v:.4g}" for k, v in figures.items() if k in _SHOWN))

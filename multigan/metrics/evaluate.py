@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from multigan.errors import ConfigError
 from multigan.generate import labels_for, latents, synthesize
 from multigan.metrics.distances import diversity, fid, kid, precision_recall, train_distance
 from multigan.metrics.feature_net import FeatureExtractor
@@ -151,38 +150,36 @@ class Evaluator:
     Calling it returns the figures of `measure`, plus `diversity_ratio` (the
     samples' diversity over that of as many reference items; near 0 means
     collapse), `n` and `seconds`. `truncation` measures the samples that
-    `generate --truncation` writes (noise beyond +-psi redrawn). `labels` [n]
-    are the classes a conditional G draws (default: every class in turn);
-    when the classes are uneven, labels in the data's proportions measure the
-    distribution G was trained to match rather than a class-balanced one.
+    `generate --truncation` writes (noise beyond +-psi redrawn). A
+    conditional G is given every class in turn, or with `label_mix`
+    [n_classes] the classes in those proportions (`labels_in_proportion`):
+    when the classes are uneven, the mix G was trained with measures the
+    distribution it was trained to match rather than a class-balanced one.
     """
 
     def __init__(self, modality: Modality, extractor: FeatureExtractor, reference: FeatureSet, *, n: int,
-                 batch_size: int = 250, seed: int = 0, truncation: float | None = None, labels: Tensor | None = None):
-        if labels is not None and labels.shape != (n,):
-            raise ConfigError(f"labels must hold one class per sample, shape ({n},), got {tuple(labels.shape)}")
+                 batch_size: int = 250, seed: int = 0, truncation: float | None = None):
         self.modality, self.extractor, self.reference = modality, extractor, reference
-        self.n, self.batch_size, self.seed, self.truncation, self.labels = n, batch_size, seed, truncation, labels
+        self.n, self.batch_size, self.seed, self.truncation = n, batch_size, seed, truncation
         self.reference_diversity = diversity(reference.subset(n, seed).features)
 
     @torch.no_grad()
-    def sample(self, G: nn.Module) -> FeatureSet:
-        """Features of n samples of G (noise drawn on the CPU from the fixed seed; `labels`, or every class
-        in turn, if conditional)."""
+    def sample(self, G: nn.Module, label_mix: Tensor | None = None) -> FeatureSet:
+        """Features of n samples of G (noise drawn on the CPU from the fixed seed; labels as the class says)."""
         z = latents(self.n, G.z_dim, self.seed, self.truncation)  # [n, z_dim]
-        y = labels_for(G, self.n) if self.labels is None or not getattr(G, "n_classes", 0) else self.labels
+        y = labels_for(G, self.n, mix=label_mix)
         parts = []
         for i in range(0, self.n, self.batch_size):
             x = synthesize(G, z[i:i + self.batch_size], None if y is None else y[i:i + self.batch_size], self.batch_size)
             parts.append(self.extractor.embed_artifacts(self.modality.decode(x)))
         return FeatureSet.join(parts)
 
-    def __call__(self, G: nn.Module) -> dict[str, float]:
+    def __call__(self, G: nn.Module, label_mix: Tensor | None = None) -> dict[str, float]:
         t0 = time.perf_counter()
         was_training = G.training
         G.eval()
         try:
-            figures = measure(self.sample(G), self.reference, seed=self.seed)
+            figures = measure(self.sample(G, label_mix), self.reference, seed=self.seed)
         finally:
             G.train(was_training)
         figures["diversity_ratio"] = figures["diversity"] / max(self.reference_diversity, 1e-12)

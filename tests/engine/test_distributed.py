@@ -67,7 +67,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _figures(G) -> dict[str, float]:
+def _figures(G, label_mix=None) -> dict[str, float]:
     """A stand-in evaluator: scripted figures, the step's FID falling."""
     _figures.calls = getattr(_figures, "calls", 0) + 1
     return {"fid": 10.0 / _figures.calls, "diversity_ratio": 1.0}

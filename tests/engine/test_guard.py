@@ -165,7 +165,7 @@ class Scripted:
         self.fids, self.ratios = list(fids), list(ratios or [1.0] * len(fids))
         self.seen: list[dict] = []
 
-    def __call__(self, G: nn.Module) -> dict[str, float]:
+    def __call__(self, G: nn.Module, label_mix=None) -> dict[str, float]:
         self.seen.append({k: v.clone() for k, v in G.state_dict().items()})
         return {"fid": self.fids.pop(0), "kid": 0.5, "diversity_ratio": self.ratios.pop(0), "n": 10}
 

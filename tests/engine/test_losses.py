@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from multigan.config import LOSS_KINDS, LOSS_TERMS
-from multigan.engine.losses import LOSSES
+from multigan.engine.losses import LOSSES, Noise
 
 # Raw D outputs [B]; include large magnitudes where a naive log(sigmoid) would be inexact.
 REAL = torch.tensor([2.0, -1.0, 0.5, 3.0, -0.2], dtype=torch.float64)
@@ -129,3 +129,26 @@ def test_unknown_loss_terms_are_refused_when_the_settings_are_made():
 
     with pytest.raises(ConfigError, match="unknown terms"):
         LossConfig(weights={"feature_matching": 1.0})
+
+
+# Noise ---------------------------------------------------------------------------
+def _draws(rank: int, world_size: int, mix=None) -> tuple[torch.Tensor, torch.Tensor]:
+    noise = Noise(torch.Generator().manual_seed(5), 12, rank, world_size)
+    return noise.normal(3), noise.labels(4, mix)
+
+
+@pytest.mark.parametrize("mix", [None, torch.tensor([0.7, 0.1, 0.2, 0.0])], ids=["uniform", "mix"])
+def test_ranks_draw_slices_of_what_one_process_draws(mix):
+    z, y = _draws(0, 1, mix)
+    parts = [_draws(rank, 3, mix) for rank in range(3)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), z) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    assert z.shape == (12, 3) and y.shape == (12,) and y.dtype == torch.long
+
+
+def test_labels_follow_the_class_mix():
+    noise = Noise(torch.Generator().manual_seed(0), 20_000)
+    y = noise.labels(4, torch.tensor([0.6, 0.3, 0.1, 0.0]))
+    shares = torch.bincount(y, minlength=4) / len(y)
+    assert torch.allclose(shares, torch.tensor([0.6, 0.3, 0.1, 0.0]), atol=0.015) and shares[3] == 0
+    uniform = torch.bincount(noise.labels(4), minlength=4) / 20_000
+    assert torch.allclose(uniform, torch.full((4,), 0.25), atol=0.015)

@@ -187,7 +187,7 @@ def test_conditional_resume_is_exact(tmp_path, case):
     resumed = load_checkpoint(_run(_cfg(steps=2 * n, **settings), tmp_path / "split", resume=half))
 
     assert resumed["step"] == straight["step"] == 2 * n
-    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "noise", "rng"):
+    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "noise", "rng", "label_mix"):
         assert_same(straight[key], resumed[key], key)
     assert any(not torch.equal(halfway[k], resumed["G"][k]) for k in halfway), "the resumed run did not train"
     assert (tmp_path / "straight" / "previews" / f"step-{2 * n:07d}.png").is_file()
@@ -227,9 +227,58 @@ def test_conditional_training_reads_the_real_labels(tmp_path):
         assert any(not torch.equal(a[key][k], b[key][k]) for k in a[key] if a[key][k].is_floating_point()), key
 
 
+# Three quarters class 0, a quarter class 1, none of classes 2 and 3.
+SKEWED = Labelled(ImageTensorDataset(DATASET.images, (torch.arange(256) % 4 == 3).long()), N_CLASSES)
+
+
+def _labels_G_was_given(cfg: RunConfig, run_dir: Path, resume=None, evaluate=None) -> torch.Tensor:
+    """Every label G was given in train mode (the EMA copy's batch-norm settling included, previews not)."""
+    torch.manual_seed(1234)
+    G, D = dcgan.build(cfg.model, SHAPE)
+    seen: list[torch.Tensor] = []
+    G.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()) if module.training else None)
+    train(cfg, ImageModality(*SHAPE), G, D, SKEWED, run_dir, resume=resume, progress=False, evaluate=evaluate)
+    return torch.cat(seen)
+
+
+def test_G_draws_its_labels_in_the_data_s_class_mix_and_the_checkpoint_keeps_it(tmp_path):
+    mixes = []
+
+    def evaluate(G, label_mix):
+        mixes.append(label_mix)
+        return {"fid": 1.0}
+
+    y = _labels_G_was_given(_cfg(steps=40, n_classes=N_CLASSES).override("eval.every", 20), tmp_path / "data", evaluate=evaluate)
+    shares = torch.bincount(y, minlength=N_CLASSES) / len(y)
+    assert shares[2] == shares[3] == 0 and abs(shares[0] - 0.75) < 0.05, shares
+    path = latest_checkpoint(tmp_path / "data")
+    expected = torch.tensor([0.75, 0.25, 0.0, 0.0])
+    assert torch.equal(load_checkpoint(path)["label_mix"], expected) and torch.equal(restore(path).label_mix, expected)
+    assert len(mixes) == 2 and all(torch.equal(m, expected) for m in mixes)  # evaluation draws the same mix
+
+    y = _labels_G_was_given(_cfg(steps=40, n_classes=N_CLASSES, labels="uniform"), tmp_path / "uniform")
+    shares = torch.bincount(y, minlength=N_CLASSES) / len(y)
+    assert torch.all((shares - 0.25).abs() < 0.05), shares
+    assert "label_mix" not in load_checkpoint(latest_checkpoint(tmp_path / "uniform"))
+    assert restore(tmp_path / "uniform").label_mix is None
+
+
+def test_a_checkpoint_without_a_class_mix_resumes_with_uniform_labels(tmp_path):
+    """Checkpoints written before the mix was kept trained with uniform labels: resuming one goes on so."""
+    _labels_G_was_given(_cfg(steps=3, n_classes=N_CLASSES), tmp_path / "old")
+    path = latest_checkpoint(tmp_path / "old")
+    state = load_checkpoint(path)
+    del state["label_mix"]
+    torch.save(state, path)
+    y = _labels_G_was_given(_cfg(steps=40, n_classes=N_CLASSES), tmp_path / "old", resume=path)
+    assert torch.bincount(y, minlength=N_CLASSES).min() > 0
+    assert "label_mix" not in load_checkpoint(latest_checkpoint(tmp_path / "old"))
+
+
 def test_an_auxiliary_classifier_D_learns_the_labels_and_G_learns_to_match_them(tmp_path):
     # Each class its own brightness, so its label can be told from the image alone.
-    images = (LABELS[:, None, None, None] * 60 + 40 + torch.randint(0, 20, (256,) + SHAPE)).to(torch.uint8)
+    noise = torch.randint(0, 20, (256,) + SHAPE, generator=torch.Generator().manual_seed(0))
+    images = (LABELS[:, None, None, None] * 60 + 40 + noise).to(torch.uint8)
     brightness = Labelled(ImageTensorDataset(images, LABELS), N_CLASSES)
     cfg = _cfg(steps=60, n_classes=N_CLASSES, model=dict(d_cond="aux"), log_every=10)
     cfg = cfg.override("optim.lr_d", 2e-3).override("optim.lr_g", 2e-3)
@@ -239,10 +288,10 @@ def test_an_auxiliary_classifier_D_learns_the_labels_and_G_learns_to_match_them(
     chance = math.log(N_CLASSES)  # cross-entropy of a uniform guess
     assert records[0]["d_cls"] > 0.5 * chance and records[-1]["d_cls"] < 0.1 * chance, [r["d_cls"] for r in records]
     assert records[-1]["g_cls"] < 0.5 * chance, [r["g_cls"] for r in records]  # G draws what it was asked
-    # D's class head itself, on fresh images of each class.
+    # D's class head itself, on a batch of real images as D sees them in training (batch statistics: its
+    # running statistics average real and generated batches, which no single batch looks like).
     _, D = dcgan.build(cfg.model, SHAPE)
     D.load_state_dict(state["D"])
-    D.eval()
     with torch.no_grad():
         x = ImageModality(*SHAPE).encode(images[:64])
         _, logits = D(x, None, classify=True)
@@ -547,7 +596,7 @@ def test_progress_on_a_terminal_of_0_columns(tmp_path, monkeypatch):
 class LowDiversity:
     """A stand-in evaluator whose samples are always a tenth as diverse as the data."""
 
-    def __call__(self, G) -> dict[str, float]:
+    def __call__(self, G, label_mix=None) -> dict[str, float]:
         return {"fid": 50.0, "diversity_ratio": 0.1}
 
 

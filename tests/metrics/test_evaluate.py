@@ -17,7 +17,7 @@ from multigan.data.audio_folder import ClipDataset, load_clip_folder
 from multigan.data.mnist import load_mnist
 from multigan.data.tensors import ImageTensorDataset
 from multigan.errors import ConfigError
-from multigan.generate import latents
+from multigan.generate import labels_in_proportion, latents
 from multigan.metrics import feature_file, feature_inputs, feature_net
 from multigan.metrics.evaluate import METRICS, Evaluator, FeatureSet, format_table, metric_label, reference_set
 from multigan.metrics.feature_file import load_feature_net
@@ -126,8 +126,7 @@ def test_truncation_measures_the_noise_that_generate_draws(mnist_test):
     assert torch.equal(z, latents(evaluator.n, real.z_dim, evaluator.seed, truncation=0.5))
 
 
-def test_labels_choose_the_classes_a_conditional_generator_draws(mnist_test):
-    """By default every class in turn; given labels (the data's proportions, say), exactly those, in order."""
+def test_a_conditional_generator_draws_every_class_in_turn_or_the_class_mix_it_is_given(mnist_test):
     evaluator, _, _ = _image_case(mnist_test)
     torch.manual_seed(0)
     G, _ = dcgan.build(NetConfig(z_dim=8, g_width=8, d_width=8, n_classes=10), evaluator.modality.shape)
@@ -136,12 +135,11 @@ def test_labels_choose_the_classes_a_conditional_generator_draws(mnist_test):
     evaluator(G)
     assert torch.equal(torch.cat(seen), torch.arange(evaluator.n) % 10)
     seen.clear()
-    labels = torch.randint(3, (evaluator.n,), generator=torch.Generator().manual_seed(1))
-    Evaluator(evaluator.modality, evaluator.extractor, evaluator.reference, n=evaluator.n,
-              batch_size=evaluator.batch_size, labels=labels)(G)
-    assert torch.equal(torch.cat(seen), labels)
-    with pytest.raises(ConfigError, match="one class per sample"):
-        Evaluator(evaluator.modality, evaluator.extractor, evaluator.reference, n=evaluator.n, labels=labels[:5])
+    mix = torch.tensor([0.5, 0.25, 0.25] + [0.0] * 7)
+    evaluator(G, mix)
+    assert torch.equal(torch.cat(seen), labels_in_proportion(mix, evaluator.n))
+    with pytest.raises(ConfigError, match="10 shares"):
+        evaluator(G, mix[:3])
 
 
 def test_real_samples_beat_an_untrained_generator(case):

@@ -220,14 +220,16 @@ def cmd_evaluate(args) -> int:
         dataset, _ = load_data(data if args.data_root is None else dataclasses.replace(data, root=args.data_root),
                                progress=not args.quiet)
         result.update(evaluate_inception(inception, restored.G, restored.modality, dataset, n=args.n, seed=args.seed,
-                                         cache_dir=default_cache_dir(), truncation=args.truncation))
+                                         cache_dir=default_cache_dir(), truncation=args.truncation,
+                                         label_mix=restored.label_mix))
     result["labels"] = metric_labels(result)  # the table's words for each metric key
     out = evaluation_path(path, args.out)
     _writable_dir(out.parent)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['checkpoint']} (step {result['step']}): {result['n']} samples against "
           f"{result['reference_items']:,} items of {result['reference_data']}"
-          + (f", noise truncated at +-{args.truncation:g}" if args.truncation is not None else ""))
+          + (f", noise truncated at +-{args.truncation:g}" if args.truncation is not None else "")
+          + {"data": ", classes in the training data's proportions", "in turn": ", every class in turn"}.get(result["label_draw"], ""))
     print(format_table({"generated": result}))
     print(f"classifier-feature figures: on {Path(result['features']).name}, comparable between runs measured on it, "
           f"not with published Inception FIDs" + ("" if inception else " (--inception gives those)"))

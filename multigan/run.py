@@ -195,6 +195,8 @@ def evaluate_checkpoint(path: str | Path, *, n: int = 2000, data_root: str | Non
         "step": restored.step,
         **figures,
         "seed": seed,
+        # How a conditional G was given its classes: in the mix its checkpoint keeps, or every class in turn.
+        "label_draw": ("data" if restored.label_mix is not None else "in turn") if getattr(restored.G, "n_classes", 0) else None,
         "reference_items": len(evaluator.reference),
         "reference_data": str(data.root or data.source),
         "features": str(features_path),

@@ -130,12 +130,12 @@ def to_rgb(images: Tensor) -> Tensor:
 
 
 def generated_images(G: nn.Module, modality, n: int, *, seed: int = 0, batch_size: int = 250,
-                     truncation: float | None = None) -> Iterator[Tensor]:
+                     truncation: float | None = None, label_mix: Tensor | None = None) -> Iterator[Tensor]:
     """n decoded samples of G as uint8 images, from the same fixed noise (and labels) as the `Evaluator`'s."""
     from multigan.generate import labels_for, latents, synthesize
 
     z = latents(n, G.z_dim, seed, truncation)  # [n, z_dim]
-    y = labels_for(G, n)
+    y = labels_for(G, n, mix=label_mix)
     for i in range(0, n, batch_size):
         images = modality.decode(synthesize(G, z[i:i + batch_size], None if y is None else y[i:i + batch_size],
                                             batch_size))
@@ -198,9 +198,10 @@ def inception_metrics(generated: dict[str, Tensor], reference: dict[str, Tensor]
 
 def evaluate_inception(inception: Inception, G: nn.Module, modality, dataset, *, n: int, seed: int = 0,
                        batch_size: int = 250, cache_dir: str | os.PathLike | None = None,
-                       truncation: float | None = None) -> dict[str, float | None]:
-    """Inception FID, KID and IS of n samples of G against every item of `dataset`, and the reference size."""
+                       truncation: float | None = None, label_mix: Tensor | None = None) -> dict[str, float | None]:
+    """Inception FID, KID and IS of n samples of G (a conditional G's classes in `label_mix`, or every
+    class in turn) against every item of `dataset`, and the reference size."""
     generated = inception.features(generated_images(G, modality, n, seed=seed, batch_size=batch_size,
-                                                    truncation=truncation))
+                                                    truncation=truncation, label_mix=label_mix))
     reference = reference_features(inception, dataset, cache_dir=cache_dir, batch_size=batch_size)
     return {**inception_metrics(generated, reference), "inception_reference_items": len(reference[POOL])}

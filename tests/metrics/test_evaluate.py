@@ -261,6 +261,7 @@ def test_evaluate_command_on_a_tiny_checkpoint(mnist_test, tmp_path, monkeypatch
     assert result["n"] == 200 and result["step"] == 3
     assert result["reference_items"] == 400 and result["reference_data"] == str(train_digits)
     assert result["checkpoint"] == str(ckpt.resolve())
+    assert result["label_draw"] is None  # a flat folder has no labels: G is unconditional
     assert Path(result["features"]) == ASSETS / "digit-classifier.pt"
     assert result["features_test_accuracy"] == pytest.approx(0.9945)
     assert all(math.isfinite(result[k]) for k in FIGURES)

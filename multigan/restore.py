@@ -71,6 +71,17 @@ def describe(path: str | Path) -> dict[str, Any]:
         "modality": r.modality.name,
         "sample_shape": list(r.modality.shape),
         "generator": f"{r.config.model.family}, {n_params:,} parameters",
+        "classes": _classes(r),
         "loss": r.config.loss.kind,
         "settings": r.config.to_dict(),
     }
+
+
+def _classes(r: Restored) -> str:
+    """How many classes G takes and in what mix training drew them, in words."""
+    n = getattr(r.G, "n_classes", 0)
+    if not n:
+        return "none (unconditional)"
+    if r.label_mix is None:
+        return f"{n}, drawn uniformly in training"
+    return f"{n}, drawn in the training data's proportions: " + " ".join(f"{share:.3f}" for share in r.label_mix.tolist())

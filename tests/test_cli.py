@@ -190,6 +190,7 @@ def test_info_shows_the_step(tiny_run):
     assert re.search(r"^\s*step: 6$", result.stdout, re.M), result.stdout
     assert "1, 16, 16" in result.stdout
     assert '"z_dim": 8' in result.stdout  # the settings the checkpoint carries
+    assert re.search(r"^\s*classes: none \(unconditional\)$", result.stdout, re.M), result.stdout
 
 
 def _generate(cwd: Path, out: str, seed: int, n: int = 5) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from multigan import run
-from multigan.restore import restore
+from multigan.restore import describe, restore
 from multigan.config import LOSS_KINDS, DataConfig, LossConfig, NetConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
@@ -254,6 +254,7 @@ def test_G_draws_its_labels_in_the_data_s_class_mix_and_the_checkpoint_keeps_it(
     path = latest_checkpoint(tmp_path / "data")
     expected = torch.tensor([0.75, 0.25, 0.0, 0.0])
     assert torch.equal(load_checkpoint(path)["label_mix"], expected) and torch.equal(restore(path).label_mix, expected)
+    assert describe(path)["classes"] == "4, drawn in the training data's proportions: 0.750 0.250 0.000 0.000"
     assert len(mixes) == 2 and all(torch.equal(m, expected) for m in mixes)  # evaluation draws the same mix
 
     y = _labels_G_was_given(_cfg(steps=40, n_classes=N_CLASSES, labels="uniform"), tmp_path / "uniform")
@@ -261,6 +262,7 @@ def test_G_draws_its_labels_in_the_data_s_class_mix_and_the_checkpoint_keeps_it(
     assert torch.all((shares - 0.25).abs() < 0.05), shares
     assert "label_mix" not in load_checkpoint(latest_checkpoint(tmp_path / "uniform"))
     assert restore(tmp_path / "uniform").label_mix is None
+    assert describe(tmp_path / "uniform")["classes"] == "4, drawn uniformly in training"
 
 
 def test_a_checkpoint_without_a_class_mix_resumes_with_uniform_labels(tmp_path):

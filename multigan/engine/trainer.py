@@ -153,7 +153,8 @@ def train(
             state.load_state_dict(saved)
             del saved
             log.info("resumed from %s at step %d", resume, state.step)
-        elif getattr(G, "n_classes", 0) and tc.labels == "data":  # a resumed run keeps the mix it started with
+        elif getattr(G, "n_classes", 0) and tc.labels == "data":
+            # Fixed here for the whole run: a resumed run keeps its checkpoint's mix (none: uniform, as before).
             state.label_mix = class_mix(dataset, G.n_classes)
         folder.start(resume_step=state.step if resume is not None else None)
         folder.write_config(cfg.to_json())

@@ -10,9 +10,10 @@ reference (the held-out split against the training split) and, for sounds,
 the Griffin-Lim ceiling (held-out clips analysed into the model's log-mel and
 turned back into waveforms), and for emoji the generated samples drawn in the
 data's category proportions as well as every category in turn. Every set is
-measured against the training split, with as many samples as the held-out split has (10,000 digits; FSDD
-takes 0-4: 300 clips; the emoji classifier's held-out 20% of base emoji, with
-their skin-tone variants), so that the columns compare like with like.
+measured against the training split, with as many samples as the held-out
+split has (10,000 digits; FSDD takes 0-4: 300 clips; the emoji classifier's
+held-out 20% of base emoji, with their skin-tone variants), so that the
+columns compare like with like.
 
     PYTHONPATH=. python bench/quality.py --mnist-root ../shared/data --voice-root ../shared/data/fsdd/recordings \
         --emoji-root ../shared/data/emoji
@@ -133,8 +134,7 @@ def emoji(args, out: Path) -> dict:
     last, seconds, others = trained(cfg, out / "emoji", args.emoji_checkpoint)
     G = restore(last)
     extractor = load_feature_net(feature_net_path("image", shape=(3, 64, 64)))
-    data = load_image_folder(root / "png", channels=3, height=64, width=64, background=(255, 255, 255), progress=False,
-                             labels=labels_from_table(root / "emoji.json", label_field=cfg.data.label_field))
+    data = load_image_folder(root / "png", channels=3, height=64, width=64, background=(255, 255, 255), progress=False)
     # The emoji classifier's own split: 20% of base emoji held out, each with its skin-tone variants.
     base = labels_from_table(root / "emoji.json", label_field="name")
     held = split_by_group([base[p.name] for p in data.paths], 0.2, 0)

@@ -63,7 +63,7 @@ class TrainingState:
         self.noise.set_state(state["noise"].cpu())
         self.step = int(state["step"])
         mix = state.get("label_mix")
-        self.label_mix = None if mix is None else mix.detach().float().cpu()
+        self.label_mix = None if mix is None else torch.as_tensor(mix, dtype=torch.float32).cpu()
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of the state, held on the CPU (to go back to)."""

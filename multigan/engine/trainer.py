@@ -152,6 +152,8 @@ def train(
                 raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
             state.load_state_dict(saved)
             del saved
+            if state.label_mix is not None and state.label_mix.shape != (getattr(G, "n_classes", 0),):
+                raise CheckpointError(f"{resume} holds a class mix that does not fit its generator")
             log.info("resumed from %s at step %d", resume, state.step)
         elif getattr(G, "n_classes", 0) and tc.labels == "data":
             # Fixed here for the whole run: a resumed run keeps its checkpoint's mix (none: uniform, as before).

@@ -277,6 +277,18 @@ def test_a_checkpoint_without_a_class_mix_resumes_with_uniform_labels(tmp_path):
     assert "label_mix" not in load_checkpoint(latest_checkpoint(tmp_path / "old"))
 
 
+def test_a_class_mix_that_does_not_fit_G_is_refused_on_resume_and_restore(tmp_path):
+    _labels_G_was_given(_cfg(steps=3, n_classes=N_CLASSES), tmp_path / "run")
+    path = latest_checkpoint(tmp_path / "run")
+    state = load_checkpoint(path)
+    state["label_mix"] = torch.tensor([0.5, 0.5])
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="class mix"):
+        _labels_G_was_given(_cfg(steps=6, n_classes=N_CLASSES), tmp_path / "run", resume=path)
+    with pytest.raises(CheckpointError, match="class mix"):
+        restore(path)
+
+
 def test_an_auxiliary_classifier_D_learns_the_labels_and_G_learns_to_match_them(tmp_path):
     # Each class its own brightness, so its label can be told from the image alone.
     noise = torch.randint(0, 20, (256,) + SHAPE, generator=torch.Generator().manual_seed(0))

@@ -45,11 +45,11 @@ def restore(checkpoint: str | os.PathLike, device: str = "cpu") -> Restored:
     return _restore(checkpoint, device=device)
 
 
-def generate(checkpoint: str | os.PathLike | Restored, n: int = 16, *, seed: int = 0, label: int | None = None,
+def generate(checkpoint: str | os.PathLike | Restored, n: int = 16, *, seed: int = 0, label: int | str | None = None,
              truncation: float | None = None, interpolate: int = 0, device: str = "cpu") -> Samples:
     """Samples of a checkpoint (a path, a run folder, or what `restore` returned).
 
-    `label`: only that class (conditional runs); `truncation`: redraw noise
+    `label`: only that class, by number or name (conditional runs); `truncation`: redraw noise
     values beyond +-truncation; `interpolate`: K > 0 gives `n` latent walks of
     K steps instead. The result shows itself in a notebook (pictures, audio
     players) and writes its files with `.save(folder)`.

@@ -139,7 +139,7 @@ def cmd_generate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
     from multigan.restore import restore
     from multigan.engine.distributed import pick_device
-    from multigan.generate import check_scale, check_truncation, default_out, generate, labels_for
+    from multigan.generate import check_scale, check_truncation, class_index, class_name, default_out, generate, labels_for
 
     check_truncation(args.truncation)  # bad options fail before the checkpoint loads
     check_scale(args.scale)
@@ -147,13 +147,15 @@ def cmd_generate(args) -> int:
         raise ConfigError(f"--interpolate needs at least 2 steps, got {args.interpolate}")
     device = pick_device(args.device)
     restored = restore(path, device=device)
-    labels_for(restored.G, 1, args.label)  # a bad label fails before the folder is made
+    label = class_index(args.label, restored.class_names, getattr(restored.G, "n_classes", 0))
+    labels_for(restored.G, 1, label)  # a bad label fails before the folder is made
     out = _writable_dir(Path(args.out) if args.out else default_out(restored.path))
     walks = 1 if getattr(restored.G, "n_classes", 0) else 4  # a conditional walk is drawn for every class
     n = args.n or (walks if args.interpolate else 16)
-    paths = generate(restored, n, out, seed=args.seed, device=device, label=args.label, truncation=args.truncation,
+    paths = generate(restored, n, out, seed=args.seed, device=device, label=label, truncation=args.truncation,
                      interpolate_steps=args.interpolate or 0, scale=args.scale)
-    what = f"{n} walks of {args.interpolate} steps" if args.interpolate else f"{n} samples"
+    what = (f"{n} walks of {args.interpolate} steps" if args.interpolate else f"{n} samples") + (
+        f" of class {class_name(restored, label)}" if label is not None else "")
     print(f"wrote {what} as {len(paths)} files to {out} (step {restored.step}, seed {args.seed})")
     return 0
 
@@ -374,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", metavar="DIR", help="output folder (default: RUN/generated, RUN being the checkpoint's "
                                                 "run folder; `multigan report RUN` shows samples written anywhere)")
     g.add_argument("--seed", type=_int, default=0, help="noise seed (default 0)")
-    g.add_argument("--label", type=_int, metavar="K",
-                   help="class-conditional checkpoints: draw only class K (default: every class in turn)")
+    g.add_argument("--label", metavar="K|NAME",
+                   help="class-conditional checkpoints: draw only class K, or the class of that name (a sub-folder, "
+                        "a labels-table value; `multigan info` lists them) (default: every class in turn)")
     g.add_argument("--interpolate", type=_int, metavar="K",
                    help="write latent walks of K steps between random noise points (slerp) instead: a grid with a "
                         "row per walk, and for sounds one WAV; conditional checkpoints show each walk for every class")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import inspect
 import json
@@ -44,6 +45,45 @@ def labels_for(G: nn.Module, n: int, label: int | None = None, mix: Tensor | Non
             raise ConfigError(f"a class mix for this generator holds {n_classes} shares, got shape {tuple(mix.shape)}")
         return labels_in_proportion(mix, n)
     return torch.arange(n) % n_classes
+
+
+def class_index(label: int | str | None, names: list[str] | None, n_classes: int) -> int | None:
+    """The class number `label` stands for: a class's name (exactly, else ignoring case), else a number.
+
+    A name wins over a number, so that folders named 3, 5 and 7 are drawn by
+    their names. The number's range is checked by `labels_for`.
+    """
+    if label is None or (isinstance(label, int) and not isinstance(label, bool)):
+        return label
+    if not isinstance(label, str):
+        raise ConfigError(f"label must be a class number or name, got {type(label).__name__}")
+    text = label.strip()
+    if names:
+        if text in names:
+            return names.index(text)
+        folded = [i for i, name in enumerate(names) if name.casefold() == text.casefold()]
+        if len(folded) == 1:
+            return folded[0]
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if not n_classes:
+        raise ConfigError("this generator is not class-conditional: it takes no label")
+    if not names:
+        raise ConfigError(f"no class is named {label!r}: this checkpoint names no classes, give a number "
+                          f"from 0 to {n_classes - 1}")
+    by_fold = {name.casefold(): name for name in reversed(names)}
+    close = [by_fold[k] for k in difflib.get_close_matches(text.casefold(), list(by_fold), n=3, cutoff=0.6)]
+    listed = ", ".join(names) if len(names) <= 12 else ", ".join(names[:8]) + f", ... (`multigan info` lists all {len(names)})"
+    hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"the classes: {listed}"
+    raise ConfigError(f"no class is named {label!r}; {hint}")
+
+
+def class_name(restored: Restored, k: int) -> str:
+    """'k (name)' when the checkpoint names its classes, else 'k'."""
+    names = restored.class_names
+    return f"{k} ({names[k]})" if names and 0 <= k < len(names) and names[k] != str(k) else str(k)
 
 
 def labels_in_proportion(mix: Tensor, n: int, seed: int = 0) -> Tensor:
@@ -210,10 +250,12 @@ def _b64(data: bytes) -> str:
 
 
 def _captions(samples: Samples) -> dict[str, str]:
-    """File name -> 'name · class k' for the per-sample WAVs of a conditional run."""
+    """File name -> 'name · class k' (or the class's name) for the per-sample WAVs of a conditional run."""
     if samples.labels is None or samples.steps:
         return {}
-    return {f"sample-{i:04d}.wav": f"sample-{i:04d}.wav · class {k}" for i, k in enumerate(samples.labels.tolist())}
+    names = samples.record.get("class_names")
+    return {f"sample-{i:04d}.wav": f"sample-{i:04d}.wav · " + (names[k] if names else f"class {k}")
+            for i, k in enumerate(samples.labels.tolist())}
 
 
 def check_scale(scale: int) -> None:
@@ -244,21 +286,23 @@ def _record(restored: Restored, seed: int, truncation: float | None, labels: Ten
         "truncation": truncation,
         "modality": restored.modality.name,
         "labels": None if labels is None else labels.tolist(),
+        **({"class_names": restored.class_names} if restored.class_names and labels is not None else {}),
     }
 
 
 @torch.no_grad()
-def sample(restored: Restored, n: int, *, seed: int = 0, label: int | None = None, truncation: float | None = None,
-           batch_size: int = 64, device: str | torch.device = "cpu") -> Samples:
-    """`n` samples of the EMA generator: z from `seed` (truncated at `truncation`), every class in turn or `label`."""
+def sample(restored: Restored, n: int, *, seed: int = 0, label: int | str | None = None,
+           truncation: float | None = None, batch_size: int = 64, device: str | torch.device = "cpu") -> Samples:
+    """`n` samples of the EMA generator: z from `seed` (truncated at `truncation`), every class in turn or
+    `label` (a class number or name)."""
     G = restored.G.to(device)
-    y = labels_for(G, n, label)
+    y = labels_for(G, n, class_index(label, restored.class_names, getattr(G, "n_classes", 0)))
     z = latents(n, G.z_dim, seed, truncation)
     return Samples(restored.modality, synthesize(G, z, y, batch_size), y, _record(restored, seed, truncation, y, n=n))
 
 
 @torch.no_grad()
-def interpolate(restored: Restored, steps: int, *, walks: int = 4, seed: int = 0, label: int | None = None,
+def interpolate(restored: Restored, steps: int, *, walks: int = 4, seed: int = 0, label: int | str | None = None,
                 truncation: float | None = None, batch_size: int = 64, device: str | torch.device = "cpu") -> Samples:
     """Latent walks of `steps` points between random z, one row per walk.
 
@@ -268,6 +312,7 @@ def interpolate(restored: Restored, steps: int, *, walks: int = 4, seed: int = 0
     grouped by walk, so a column shows the classes at the same z.
     """
     G = restored.G.to(device)
+    label = class_index(label, restored.class_names, getattr(G, "n_classes", 0))
     z = walk_latents(walks, steps, G.z_dim, seed, truncation)  # [W, K, z_dim]
     classes = labels_for(G, getattr(G, "n_classes", 0) or 1, label)
     if label is not None:
@@ -317,7 +362,7 @@ def remember_output(run: Path, out_dir: Path) -> Path | None:
 
 
 def generate(restored: Restored, n: int, out_dir: str | Path | None = None, *, seed: int = 0, batch_size: int = 64,
-             device: str | torch.device = "cpu", prefix: str | None = None, label: int | None = None,
+             device: str | torch.device = "cpu", prefix: str | None = None, label: int | str | None = None,
              truncation: float | None = None, interpolate_steps: int = 0, scale: int = 1) -> list[Path]:
     """Write `n` samples (or, with `interpolate_steps`, `n` latent walks) and `generation.json`.
 

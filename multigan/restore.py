@@ -25,6 +25,7 @@ class Restored:
     step: int
     path: Path
     label_mix: torch.Tensor | None = None  # [n_classes]: the class shares G's labels were drawn with in training
+    class_names: list[str] | None = None  # [n_classes]: each class's name in the training data
 
 
 def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
@@ -56,8 +57,12 @@ def restore(path: str | Path, device: str | torch.device = "cpu") -> Restored:
     mix = state.get("label_mix")
     if mix is not None and (not isinstance(mix, torch.Tensor) or mix.shape != (getattr(G, "n_classes", 0),)):
         raise CheckpointError(f"{path} holds a class mix that does not fit its generator")
+    names = state.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != getattr(G, "n_classes", 0)
+                              or not all(isinstance(name, str) for name in names)):
+        raise CheckpointError(f"{path} holds class names that do not fit its generator")
     return Restored(cfg, modality, G.to(device).eval(), int(state["step"]), path,
-                    None if mix is None else mix.float().cpu())
+                    None if mix is None else mix.float().cpu(), names)
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -82,6 +87,9 @@ def _classes(r: Restored) -> str:
     n = getattr(r.G, "n_classes", 0)
     if not n:
         return "none (unconditional)"
+    names = r.class_names or [str(k) for k in range(n)]
     if r.label_mix is None:
-        return f"{n}, drawn uniformly in training"
-    return f"{n}, drawn in the training data's proportions: " + " ".join(f"{share:.3f}" for share in r.label_mix.tolist())
+        listed = ", ".join(names) if r.class_names else f"0..{n - 1}, unnamed"
+        return f"{n} ({listed}), drawn uniformly in training"
+    shares = ", ".join(f"{name} {share:.3f}" for name, share in zip(names, r.label_mix.tolist()))
+    return f"{n}, drawn in the training data's proportions: {shares}"

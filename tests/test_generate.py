@@ -16,7 +16,7 @@ from multigan.config import DataConfig, NetConfig, RunConfig, TrainConfig
 from multigan.data.tensors import ImageTensorDataset, Labelled
 from multigan.engine.trainer import train
 from multigan.errors import ConfigError
-from multigan.generate import generate, labels_for, labels_in_proportion, synthesize
+from multigan.generate import class_index, generate, labels_for, labels_in_proportion, sample, synthesize
 from multigan.modalities.image import ImageModality
 from multigan.nets import dcgan
 
@@ -28,14 +28,15 @@ IMAGES = torch.randint(0, 256, (64,) + SHAPE, dtype=torch.uint8, generator=torch
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _checkpoint(run_dir: Path, n_classes: int) -> Path:
-    """Two training steps of tiny nets on random 16x16 images (labelled 0..3 when conditional)."""
+def _checkpoint(run_dir: Path, n_classes: int, names: list[str] | None = None) -> Path:
+    """Two training steps of tiny nets on random 16x16 images (labelled 0..3 when conditional, the classes
+    named `names`)."""
     cfg = RunConfig(
         data=DataConfig(source="folder", channels=1, height=16, width=16),
         model=NetConfig(z_dim=8, g_width=8, d_width=8, n_classes=n_classes),
         train=TrainConfig(steps=2, batch_size=16, device="cpu", n_preview=4, log_every=2),
     )
-    dataset = ImageTensorDataset(IMAGES, torch.arange(64) % N_CLASSES)
+    dataset = ImageTensorDataset(IMAGES, torch.arange(64) % N_CLASSES, names)
     torch.manual_seed(0)
     G, D = dcgan.build(cfg.model, SHAPE)
     return train(cfg, ImageModality(*SHAPE), G, D, Labelled(dataset, n_classes) if n_classes else dataset, run_dir,
@@ -45,6 +46,14 @@ def _checkpoint(run_dir: Path, n_classes: int) -> Path:
 @pytest.fixture()
 def conditional(tmp_path) -> Path:
     return _checkpoint(tmp_path / "conditional", N_CLASSES)
+
+
+NAMES = ["circle", "Heart", "7", "star"]  # "7" is a name that is also a number
+
+
+@pytest.fixture()
+def named(tmp_path) -> Path:
+    return _checkpoint(tmp_path / "named", N_CLASSES, NAMES)
 
 
 @pytest.fixture()
@@ -73,6 +82,27 @@ def test_labels_in_a_class_mix_are_its_shares_rounded_to_whole_counts():
     assert labels_for(G, 5, label=1, mix=mix).tolist() == [1] * 5  # one asked-for class wins over the mix
     with pytest.raises(ConfigError, match="3 shares"):
         labels_for(G, 5, mix=torch.tensor([0.5, 0.5]))
+
+
+def test_class_index_takes_a_name_or_a_number():
+    assert [class_index(x, NAMES, 4) for x in ("circle", "Heart", "heart", " star ", "7", "3", "0", 2, None)] == \
+        [0, 1, 1, 3, 2, 3, 0, 2, None]  # a name wins over a number: "7" is class 2
+    assert class_index("9", NAMES, 4) == 9  # out of range: labels_for says so
+    with pytest.raises(ConfigError, match="did you mean 'star'"):
+        class_index("stars", NAMES, 4)
+    with pytest.raises(ConfigError, match="did you mean 'Heart'"):
+        class_index("HAERT", NAMES, 4)
+    with pytest.raises(ConfigError, match="the classes: circle, Heart, 7, star"):
+        class_index("dragon", NAMES, 4)
+    many = [f"class {k:02d}" for k in range(40)]
+    with pytest.raises(ConfigError, match=r"class 07, \.\.\. \(`multigan info` lists all 40\)"):
+        class_index("zzz", many, 40)
+    with pytest.raises(ConfigError, match="names no classes, give a number from 0 to 3"):
+        class_index("circle", None, 4)
+    with pytest.raises(ConfigError, match="not class-conditional"):
+        class_index("circle", None, 0)
+    with pytest.raises(ConfigError, match="class number or name"):
+        class_index(1.5, NAMES, 4)
 
 
 def test_labels_for_an_unconditional_G():
@@ -104,6 +134,18 @@ def test_generate_records_the_labels(conditional, tmp_path):
     # Same seed, same z: sample 2 has label 2 both times, sample 0 does not.
     assert _png(tmp_path / "all" / "sample-0002.png") == _png(tmp_path / "two" / "sample-0002.png")
     assert _png(tmp_path / "all" / "sample-0000.png") != _png(tmp_path / "two" / "sample-0000.png")
+
+
+def test_a_class_is_drawn_by_its_name(named, conditional, tmp_path):
+    restored = restore(named)
+    assert restored.class_names == NAMES and restore(conditional).class_names is None
+    by_name = sample(restored, 3, seed=4, label="star")
+    assert by_name.labels.tolist() == [3] * 3 and torch.equal(by_name.x, sample(restored, 3, seed=4, label=3).x)
+    generate(restored, 4, tmp_path / "out", seed=1, label="heart")
+    record = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert record["labels"] == [1] * 4 and record["class_names"] == NAMES
+    generate(restore(conditional), 2, tmp_path / "unnamed", seed=1)
+    assert "class_names" not in json.loads((tmp_path / "unnamed" / "generation.json").read_text())
 
 
 def test_generate_records_no_labels_for_an_unconditional_G(unconditional, tmp_path):
@@ -151,6 +193,16 @@ def test_a_label_out_of_range_is_a_one_line_error(conditional, tmp_path, capsys,
     assert cli.main(["generate", str(conditional), "--label", label, "--out", str(tmp_path / "G"), "--device", "cpu"]) == 2
     assert "0..3" in _one_line_error(capsys)
     assert not list((tmp_path / "G").glob("*.png"))
+
+
+def test_generate_label_by_name_command(named, tmp_path, capsys):
+    assert cli.main(["generate", str(named), "--label", "STAR", "--n", "2", "--out", str(tmp_path / "G"),
+                     "--device", "cpu"]) == 0
+    assert "2 samples of class 3 (star)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "G" / "generation.json").read_text())["labels"] == [3, 3]
+    assert cli.main(["generate", str(named), "--label", "hart", "--out", str(tmp_path / "H"), "--device", "cpu"]) == 2
+    assert "no class is named 'hart'; did you mean 'Heart'" in _one_line_error(capsys)
+    assert not (tmp_path / "H").exists()
 
 
 # Where samples go, and the report finding them ----------------------------------

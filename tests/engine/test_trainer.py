@@ -254,7 +254,7 @@ def test_G_draws_its_labels_in_the_data_s_class_mix_and_the_checkpoint_keeps_it(
     path = latest_checkpoint(tmp_path / "data")
     expected = torch.tensor([0.75, 0.25, 0.0, 0.0])
     assert torch.equal(load_checkpoint(path)["label_mix"], expected) and torch.equal(restore(path).label_mix, expected)
-    assert describe(path)["classes"] == "4, drawn in the training data's proportions: 0.750 0.250 0.000 0.000"
+    assert describe(path)["classes"] == "4, drawn in the training data's proportions: 0 0.750, 1 0.250, 2 0.000, 3 0.000"
     assert len(mixes) == 2 and all(torch.equal(m, expected) for m in mixes)  # evaluation draws the same mix
 
     y = _labels_G_was_given(_cfg(steps=40, n_classes=N_CLASSES, labels="uniform"), tmp_path / "uniform")
@@ -262,7 +262,7 @@ def test_G_draws_its_labels_in_the_data_s_class_mix_and_the_checkpoint_keeps_it(
     assert torch.all((shares - 0.25).abs() < 0.05), shares
     assert "label_mix" not in load_checkpoint(latest_checkpoint(tmp_path / "uniform"))
     assert restore(tmp_path / "uniform").label_mix is None
-    assert describe(tmp_path / "uniform")["classes"] == "4, drawn uniformly in training"
+    assert describe(tmp_path / "uniform")["classes"] == "4 (0..3, unnamed), drawn uniformly in training"
 
 
 def test_a_checkpoint_without_a_class_mix_resumes_with_uniform_labels(tmp_path):
@@ -287,6 +287,40 @@ def test_a_class_mix_that_does_not_fit_G_is_refused_on_resume_and_restore(tmp_pa
         _labels_G_was_given(_cfg(steps=6, n_classes=N_CLASSES), tmp_path / "run", resume=path)
     with pytest.raises(CheckpointError, match="class mix"):
         restore(path)
+
+
+NAMES = ["circle", "heart", "star", "moon"]
+
+
+def test_the_checkpoint_keeps_the_data_s_class_names_and_a_resume_adds_them_to_an_old_one(tmp_path):
+    named = Labelled(ImageTensorDataset(DATASET.images, SKEWED.labels, NAMES), N_CLASSES)
+    cfg = _cfg(steps=3, n_classes=N_CLASSES)
+    path = _run(cfg, tmp_path / "named", dataset=named)
+    assert load_checkpoint(path)["class_names"] == NAMES and restore(path).class_names == NAMES
+    assert describe(path)["classes"] == ("4, drawn in the training data's proportions: "
+                                         "circle 0.750, heart 0.250, star 0.000, moon 0.000")
+    assert "class_names" not in load_checkpoint(_run(cfg, tmp_path / "unnamed"))  # the data names no class
+    # A checkpoint from before names were kept gets them from the data it resumes on.
+    state = load_checkpoint(path)
+    del state["class_names"]
+    torch.save(state, path)
+    assert restore(path).class_names is None
+    resumed = _run(_cfg(steps=5, n_classes=N_CLASSES), tmp_path / "named", dataset=named, resume=path)
+    assert load_checkpoint(resumed)["class_names"] == NAMES
+
+
+@pytest.mark.parametrize("names", [["circle", "heart"], ["a", "b", "c", 4], "abcd"])
+def test_class_names_that_do_not_fit_G_are_refused_on_resume_and_restore(tmp_path, names):
+    named = Labelled(ImageTensorDataset(DATASET.images, SKEWED.labels, NAMES), N_CLASSES)
+    path = _run(_cfg(steps=2, n_classes=N_CLASSES), tmp_path / "run", dataset=named)
+    state = load_checkpoint(path)
+    state["class_names"] = names
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="class names"):
+        restore(path)
+    if isinstance(names, list) and len(names) != N_CLASSES:
+        with pytest.raises(CheckpointError, match="class names"):
+            _run(_cfg(steps=4, n_classes=N_CLASSES), tmp_path / "run", dataset=named, resume=path)
 
 
 def test_an_auxiliary_classifier_D_learns_the_labels_and_G_learns_to_match_them(tmp_path):

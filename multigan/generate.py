@@ -206,11 +206,13 @@ class Samples:
             if write is None:
                 raise ConfigError(f"the {self.modality.name} adapter cannot write interpolations (it has no save_walks)")
             paths = write(self.artifacts, self.steps, out_dir, prefix=prefix or "interpolation",
-                          **_options(self.modality, write, labels=self.labels, scale=scale))
+                          **_options(self.modality, write, labels=self.labels, scale=scale,
+                                       class_names=self.record.get("class_names")))
         else:
             write = self.modality.save
             paths = write(self.artifacts, out_dir, prefix=prefix or "sample",
-                          **_options(self.modality, write, labels=self.labels, scale=scale))
+                          **_options(self.modality, write, labels=self.labels, scale=scale,
+                                       class_names=self.record.get("class_names")))
         record = {**self.record, "files": [p.name for p in paths], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         record_path = out_dir / "generation.json"
         record_path.write_text(json.dumps(record, indent=2) + "\n")
@@ -263,8 +265,10 @@ def check_scale(scale: int) -> None:
         raise ConfigError(f"scale must be an integer from 1 to {MAX_SCALE}, got {scale}")
 
 
-def _options(modality: Modality, write, *, labels: Tensor | None, scale: int) -> dict[str, Any]:
-    """The optional keywords an adapter's writer takes: `labels` [N] to show each sample's class, `scale` for grids."""
+def _options(modality: Modality, write, *, labels: Tensor | None, scale: int,
+             class_names: list[str] | None = None) -> dict[str, Any]:
+    """The optional keywords an adapter's writer takes: `labels` [N] to show each sample's class (and
+    `class_names` to name it), `scale` for grids."""
     check_scale(scale)
     accepted = inspect.signature(write).parameters
     options: dict[str, Any] = {}
@@ -274,6 +278,8 @@ def _options(modality: Modality, write, *, labels: Tensor | None, scale: int) ->
         options["scale"] = scale
     if labels is not None and "labels" in accepted:
         options["labels"] = labels
+        if class_names and "class_names" in accepted:
+            options["class_names"] = class_names
     return options
 
 

@@ -103,9 +103,9 @@ class MelModality:
 
     # files --------------------------------------------------------------------
     def save(self, artifacts: MelArtifacts, out_dir: Path, prefix: str = "sample", *, labels: Tensor | None = None,
-             scale: int = 1) -> list[Path]:
+             class_names: list[str] | None = None, scale: int = 1) -> list[Path]:
         """A WAV and a plain spectrogram PNG per sample, and an overview with axes, a dB scale and,
-        given `labels` [B], the class each sample was drawn for."""
+        given `labels` [B], the class each sample was drawn for (by name, given `class_names`)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         images = self._images(artifacts.mel_db)
@@ -113,7 +113,8 @@ class MelModality:
         for i, (wave, image) in enumerate(zip(artifacts.waves, images)):
             paths.append(write_wav(out_dir / f"{prefix}-{i:04d}.wav", wave, artifacts.sample_rate))
             paths.append(save_png(image, out_dir / f"{prefix}-{i:04d}.png"))
-        paths.append(self.save_overview(artifacts.mel_db, out_dir / f"{prefix}-grid.png", labels=labels, scale=scale))
+        paths.append(self.save_overview(artifacts.mel_db, out_dir / f"{prefix}-grid.png", labels=labels,
+                                        class_names=class_names, scale=scale))
         return paths
 
     def save_walks(self, artifacts: MelArtifacts, steps: int, out_dir: Path, prefix: str = "interpolation", *,
@@ -130,10 +131,11 @@ class MelModality:
         wav = write_wav(out_dir / f"{prefix}.wav", torch.cat(parts[:-1]), sr)
         return [grid, wav]
 
-    def save_overview(self, mel_db: Tensor, path: Path, *, labels: Tensor | None = None, scale: int = 1,
-                      max_panels: int = 64) -> Path:
+    def save_overview(self, mel_db: Tensor, path: Path, *, labels: Tensor | None = None,
+                      class_names: list[str] | None = None, scale: int = 1, max_panels: int = 64) -> Path:
         """The first `max_panels` spectrograms dB [B, n_mels, frames] as one figure: time in s, frequency in Hz
-        on the mel scale, one dB colour scale; each panel titled with its sample number and class."""
+        on the mel scale, one dB colour scale; each panel titled with its sample number and class (its name
+        when `class_names` gives it)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -157,7 +159,12 @@ class MelModality:
                 continue
             image = ax.imshow(shown[i], origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
                               vmin=vmin, vmax=vmax, extent=(0, seconds, 0, a.n_mels))
-            title = f"{i:04d}" + (f" · class {int(labels[i])}" if labels is not None else "")
+            if labels is None:
+                title = f"{i:04d}"
+            else:
+                k = int(labels[i])
+                name = class_names[k] if class_names and 0 <= k < len(class_names) else str(k)
+                title = f"{i:04d} · " + (f"class {k}" if name == str(k) else name)  # digits stay "class 3"
             ax.set_title(title, fontsize="small")
             ax.set_yticks(at, [f"{f / 1000:g}k" if f >= 1000 else f"{f:g}" for f in hz])
             ax.tick_params(labelsize="x-small")

@@ -43,6 +43,9 @@ def test_overview_has_axes_labels_and_a_colour_scale(mel, tmp_path):
         assert a.size[0] > 2 * 2 * 48 + 200 and a.size == b.size
         assert np.asarray(a.convert("RGB")).std() > 0
     assert plain[-1].read_bytes() != labelled[-1].read_bytes()  # the class titles
+    names = ["zero", "one", "two", "three", "four"]
+    named = mel.save(art, tmp_path / "named", labels=torch.tensor([3, 1, 4, 1]), class_names=names)
+    assert named[-1].read_bytes() != labelled[-1].read_bytes()  # titled "three", not "class 3"
     with Image.open(plain[1]) as single:
         assert single.size == (2 * AUDIO.frames, 2 * AUDIO.n_mels)  # the per-sample PNGs stay plain
     with Image.open(mel.save(art, tmp_path / "big", scale=2)[-1]) as big, Image.open(plain[-1]) as small:

@@ -51,18 +51,20 @@ def voice_quick() -> RunConfig:
     falls (and drew some words twice). Adam at 6e-4 with betas (0, 0.99), an
     EMA whose horizon grows to a third of the run (ema_decay 0.999,
     ema_rampup 3), NHWC layout: after 1,750 steps on FSDD (15 minutes on 2 CPU
-    cores), classifier score 7.92, FID 2.18 and recall 0.891 (means of 3
-    seeds), against 7.48, 3.06 and 0.889 at 4e-4, 6.05, 7.35 and 0.840 with
-    random placement too, and 4.34, 26.55 and 0.478 for the first preset
-    (label planes in D, lr 2e-4, betas (0.5, 0.999), ema_rampup 100, 1,150
-    steps) (bench/quality.py, README's Quality section).
+    cores, the default), classifier score 7.92, FID 2.18 and recall 0.891
+    (means of 3 seeds), against 7.48, 3.06 and 0.889 at 4e-4, 6.05, 7.35 and
+    0.840 with random placement too, and 4.34, 26.55 and 0.478 for the first
+    preset (label planes in D, lr 2e-4, betas (0.5, 0.999), ema_rampup 100,
+    1,150 steps). Longer pays: `--steps 3000` (about 26 minutes) gave 8.17,
+    1.29 and 0.904 on seed 0 (8.03, 2.02 and 0.894 at 1,750)
+    (bench/quality.py, README's Quality section).
     """
     return RunConfig(
         name="voice-quick",
         data=DataConfig(modality="mel", source="folder", audio=AudioConfig(crop="center")),
         model=NetConfig(z_dim=100, g_width=32, d_width=32, n_classes=-1, d_cond="projection"),
         optim=OptimConfig(lr_g=6e-4, lr_d=6e-4, betas=(0.0, 0.99)),
-        train=TrainConfig(steps=3000, batch_size=64, channels_last=True, ema_decay=0.999, ema_rampup=3,
+        train=TrainConfig(steps=1750, batch_size=64, channels_last=True, ema_decay=0.999, ema_rampup=3,
                           log_every=25, preview_every=250, checkpoint_every=500, n_preview=36),
     )
 

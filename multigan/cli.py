@@ -139,7 +139,8 @@ def cmd_generate(args) -> int:
     path = _existing_file(args.checkpoint, "checkpoint")
     from multigan.restore import restore
     from multigan.engine.distributed import pick_device
-    from multigan.generate import check_scale, check_truncation, class_index, class_name, default_out, generate, labels_for
+    from multigan.engine.data import class_title
+    from multigan.generate import check_scale, check_truncation, class_index, default_out, generate, labels_for
 
     check_truncation(args.truncation)  # bad options fail before the checkpoint loads
     check_scale(args.scale)
@@ -154,8 +155,10 @@ def cmd_generate(args) -> int:
     n = args.n or (walks if args.interpolate else 16)
     paths = generate(restored, n, out, seed=args.seed, device=device, label=label, truncation=args.truncation,
                      interpolate_steps=args.interpolate or 0, scale=args.scale)
-    what = (f"{n} walks of {args.interpolate} steps" if args.interpolate else f"{n} samples") + (
-        f" of class {class_name(restored, label)}" if label is not None else "")
+    what = f"{n} walks of {args.interpolate} steps" if args.interpolate else f"{n} samples"
+    if label is not None:
+        title = class_title(label, restored.class_names)
+        what += f" of class {label}" + ("" if title == f"class {label}" else f" ({title})")
     print(f"wrote {what} as {len(paths)} files to {out} (step {restored.step}, seed {args.seed})")
     return 0
 

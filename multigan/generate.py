@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multigan.atomic import atomic_write_text
+from multigan.engine.data import class_title
 from multigan.errors import ConfigError
 from multigan.report import GENERATIONS
 
@@ -78,12 +79,6 @@ def class_index(label: int | str | None, names: list[str] | None, n_classes: int
     listed = ", ".join(names) if len(names) <= 12 else ", ".join(names[:8]) + f", ... (`multigan info` lists all {len(names)})"
     hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"the classes: {listed}"
     raise ConfigError(f"no class is named {label!r}; {hint}")
-
-
-def class_name(restored: Restored, k: int) -> str:
-    """'k (name)' when the checkpoint names its classes, else 'k'."""
-    names = restored.class_names
-    return f"{k} ({names[k]})" if names and 0 <= k < len(names) and names[k] != str(k) else str(k)
 
 
 def labels_in_proportion(mix: Tensor, n: int, seed: int = 0) -> Tensor:
@@ -256,7 +251,7 @@ def _captions(samples: Samples) -> dict[str, str]:
     if samples.labels is None or samples.steps:
         return {}
     names = samples.record.get("class_names")
-    return {f"sample-{i:04d}.wav": f"sample-{i:04d}.wav · " + (names[k] if names else f"class {k}")
+    return {f"sample-{i:04d}.wav": f"sample-{i:04d}.wav · {class_title(k, names)}"
             for i, k in enumerate(samples.labels.tolist())}
 
 

@@ -83,6 +83,12 @@ def class_names(dataset, n_classes: int) -> list[str] | None:
     return [str(name) for name in names]
 
 
+def class_title(k: int, names: list[str] | None) -> str:
+    """Class k as people read it: its name, or "class k" where it has none or its name is only k (digits)."""
+    name = names[k] if names and 0 <= k < len(names) else str(k)
+    return f"class {k}" if name == str(k) else name
+
+
 def _collate(items):
     # Datasets with `__getitems__` hand over a ready batch: a tensor, or (data, labels).
     return items if isinstance(items, (Tensor, tuple)) else torch.utils.data.default_collate(items)

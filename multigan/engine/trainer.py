@@ -146,23 +146,23 @@ def train(
     try:
         folder.acquire()
         refuse_existing(folder, resume)
+        n_classes = getattr(G, "n_classes", 0)
         if resume is not None:
             saved = ckpt.load_checkpoint(resume, map_location=device)
             if RunConfig.from_json(saved["config"]).model != cfg.model or tuple(saved["modality"]["shape"]) != tuple(modality.shape):
                 raise CheckpointError(f"{resume} holds a different model or data shape than these settings")
             state.load_state_dict(saved)
             del saved
-            n_classes = getattr(G, "n_classes", 0)
             if state.label_mix is not None and state.label_mix.shape != (n_classes,):
                 raise CheckpointError(f"{resume} holds a class mix that does not fit its generator")
             if state.class_names is not None and len(state.class_names) != n_classes:
                 raise CheckpointError(f"{resume} holds class names that do not fit its generator")
             log.info("resumed from %s at step %d", resume, state.step)
-        elif getattr(G, "n_classes", 0) and tc.labels == "data":
+        elif n_classes and tc.labels == "data":
             # Fixed here for the whole run: a resumed run keeps its checkpoint's mix (none: uniform, as before).
-            state.label_mix = class_mix(dataset, G.n_classes)
-        if state.class_names is None and getattr(G, "n_classes", 0):  # names only label; a resume may add them
-            state.class_names = class_names(dataset, G.n_classes)
+            state.label_mix = class_mix(dataset, n_classes)
+        if state.class_names is None and n_classes:  # names only label; a resume may add them
+            state.class_names = class_names(dataset, n_classes)
         folder.start(resume_step=state.step if resume is not None else None)
         folder.write_config(cfg.to_json())
         if world.is_main:

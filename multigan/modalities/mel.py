@@ -29,6 +29,7 @@ from multigan.audio.vocoder import mel_db_to_wave
 from multigan.augment import spectrogram_ops
 from multigan.config import AudioConfig
 from multigan.data.cache import write_cache_file
+from multigan.engine.data import class_title
 from multigan.errors import DataError
 from multigan.modalities.image import save_grid, save_png
 
@@ -159,12 +160,7 @@ class MelModality:
                 continue
             image = ax.imshow(shown[i], origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
                               vmin=vmin, vmax=vmax, extent=(0, seconds, 0, a.n_mels))
-            if labels is None:
-                title = f"{i:04d}"
-            else:
-                k = int(labels[i])
-                name = class_names[k] if class_names and 0 <= k < len(class_names) else str(k)
-                title = f"{i:04d} · " + (f"class {k}" if name == str(k) else name)  # digits stay "class 3"
+            title = f"{i:04d}" + ("" if labels is None else f" · {class_title(int(labels[i]), class_names)}")
             ax.set_title(title, fontsize="small")
             ax.set_yticks(at, [f"{f / 1000:g}k" if f >= 1000 else f"{f:g}" for f in hz])
             ax.tick_params(labelsize="x-small")
